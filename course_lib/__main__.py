@@ -1,0 +1,189 @@
+"""Command line of the course: ``python -m course_lib <command>`` (also ``course <command>``).
+
+``report [--profile study] [--results DIR] [--out FILE] [--notebook ID ...]``
+    every notebook's (or the named notebooks') "paper vs. ours" claims as one markdown
+    scoreboard
+``readme [--check] [--readme FILE] [--results DIR] [--notebooks DIR] [--profile study]``
+    regenerate the README's notebook table between ``<!-- notebooks:begin -->`` and
+    ``<!-- notebooks:end -->``; ``--check`` only compares and exits 1 when it is out of date
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import paths
+from .results import NOTEBOOKS, NotebookInfo, load_all, scoreboard, verdict_summary
+
+BEGIN = "<!-- notebooks:begin -->"
+END = "<!-- notebooks:end -->"
+
+
+def _cell(x: object) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(x).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def render_report(
+    records: Mapping[str, Mapping], profile: str = "study", notebooks: Sequence[str] | None = None
+) -> str:
+    """The markdown scoreboard of all records of one profile (or of ``notebooks`` only)."""
+    wanted = list(notebooks) if notebooks else [nb.id for nb in NOTEBOOKS]
+    if notebooks:
+        records = {k: v for k, v in records.items() if k in wanted}
+    scope = f"profile `{profile}`" + (f", {', '.join(wanted)}" if notebooks else "")
+    out = [f"# Scoreboard: paper vs. ours ({scope})", ""]
+    if not records:
+        out.append(f"No results recorded for {scope} yet.")
+        return "\n".join(out) + "\n"
+    df = scoreboard(records)
+    header = ["notebook", "claim", "paper", "ours ± std (n)", "verdict", "run date", "commit"]
+    out.append(markdown_table(header, df.itertuples(index=False, name=None)))
+    out += ["", "**Total:** " + verdict_summary(list(df["verdict"])) + "."]
+    missing = [nb for nb in wanted if nb not in records]
+    if missing:
+        out += ["", "No results yet: " + ", ".join(missing) + "."]
+    return "\n".join(out) + "\n"
+
+
+def _notebook_ids(given: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Resolve ``--notebook`` values: an exact id, or a unique prefix such as ``03``."""
+    known = sorted(set(available) | {nb.id for nb in NOTEBOOKS})
+    out = []
+    for g in given:
+        g = Path(g).stem  # accept notebooks/03_deit.ipynb too
+        hits = [g] if g in known else [k for k in known if k.startswith(g)]
+        if len(hits) != 1:
+            raise SystemExit(f"error: --notebook {g!r} matches {hits or 'no notebook'}; "
+                             f"known: {', '.join(known)}")
+        out.append(hits[0])
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    records = load_all(args.results, profile=args.profile)
+    notebooks = _notebook_ids(args.notebook, list(records)) if args.notebook else None
+    text = render_report(records, args.profile, notebooks)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        shown = [r for k, r in records.items() if not notebooks or k in notebooks]
+        print(f"wrote {args.out} ({sum(len(r['claims']) for r in shown)} claims)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# readme
+# --------------------------------------------------------------------------------------------
+def notebook_file(nb: NotebookInfo, notebooks_dir: Path) -> Path | None:
+    exact = notebooks_dir / f"{nb.id}.ipynb"
+    if exact.is_file():
+        return exact
+    found = sorted(notebooks_dir.glob(f"{nb.id}*.ipynb")) if notebooks_dir.is_dir() else []
+    return found[0] if found else None
+
+
+def render_notebook_table(
+    notebooks_dir: Path, results_dir: Path | None, readme_dir: Path, profile: str = "study"
+) -> str:
+    """The README's table of the course's notebooks, their status and current verdicts."""
+    records = load_all(results_dir, profile=profile)
+    rows = []
+    for nb in NOTEBOOKS:
+        f = notebook_file(nb, notebooks_dir)
+        if f is not None:
+            rel = Path(os.path.relpath(f, readme_dir)).as_posix()
+            name, status = f"[{nb.id}]({rel})", "ready"
+        else:
+            name, status = nb.id, "planned"
+        paper = f"**{nb.short}**: " + (f"[{nb.title}]({nb.url})" if nb.url else nb.title)
+        rec = records.get(nb.id)
+        verdicts = verdict_summary([c["verdict"] for c in rec["claims"]]) if rec else "—"
+        rows.append([name, paper, nb.learn, status, verdicts])
+    header = ["notebook", "paper", "what you learn", "status", f"verdicts ({profile})"]
+    return markdown_table(header, rows)
+
+
+def update_readme(text: str, table: str) -> str:
+    """``text`` with the part between the markers replaced by ``table``."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"the README needs the markers {BEGIN} and {END} (in that order)")
+    return text[: start + len(BEGIN)] + "\n" + table + "\n" + text[end:]
+
+
+def cmd_readme(args: argparse.Namespace) -> int:
+    readme = Path(args.readme) if args.readme else paths.REPO_ROOT / "README.md"
+    notebooks = Path(args.notebooks) if args.notebooks else paths.REPO_ROOT / "notebooks"
+    if not readme.is_file():
+        print(f"error: {readme} does not exist", file=sys.stderr)
+        return 2
+    old = readme.read_text(encoding="utf-8")
+    table = render_notebook_table(notebooks, args.results, readme.resolve().parent, args.profile)
+    try:
+        new = update_readme(old, table)
+    except ValueError as e:
+        print(f"error: {readme}: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != old:
+            print(
+                f"{readme} is out of date: its notebook table differs from the notebooks and "
+                "results; run `python -m course_lib readme`",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{readme} is up to date")
+        return 0
+    if new != old:
+        readme.write_text(new, encoding="utf-8")
+        print(f"updated the notebook table in {readme}")
+    else:
+        print(f"{readme} was already up to date")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("report", help="markdown scoreboard of all results")
+    rp.add_argument("--profile", default="study", help="which profile's results (default study)")
+    rp.add_argument("--results", default=None, help="results folder (default: paths.results_dir())")
+    rp.add_argument("--out", default=None, help="write the markdown here instead of stdout")
+    rp.add_argument("--notebook", action="append", default=[],
+                    help="only this notebook (id or unique prefix; repeatable)")
+    rp.set_defaults(func=cmd_report)
+
+    rd = sub.add_parser("readme", help="regenerate the README's notebook table")
+    rd.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
+    rd.add_argument("--readme", default=None, help="README file (default: <repo>/README.md)")
+    rd.add_argument("--results", default=None, help="results folder (default: paths.results_dir())")
+    rd.add_argument("--notebooks", default=None, help="notebooks folder (default: <repo>/notebooks)")
+    rd.add_argument("--profile", default="study", help="whose verdicts to show (default study)")
+    rd.set_defaults(func=cmd_readme)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

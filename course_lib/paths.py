@@ -1,0 +1,36 @@
+"""Where things live: repository root, dataset root, artifact cache and results folder.
+
+Environment variables override the defaults so CI and papermill runs can redirect them:
+``COURSE_DATA`` (datasets and world cache), ``COURSE_CACHE`` (trained artifacts),
+``COURSE_RESULTS_DIR`` (results JSON files).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Datasets folder: the argument, else ``$COURSE_DATA``, else ``<repo>/data``.
+
+    A relative path is taken from the repository root, so notebooks (which run in
+    ``notebooks/``) and scripts agree on ``data_root="data"``.
+    """
+    p = Path(root) if root else Path(os.environ.get("COURSE_DATA", "data"))
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def cache_dir() -> Path:
+    """Trained artifacts (teachers, checkpoints): ``$COURSE_CACHE`` or ``<repo>/.cache``."""
+    p = Path(os.environ.get("COURSE_CACHE", REPO_ROOT / ".cache"))
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def results_dir() -> Path:
+    """Results JSON files: ``$COURSE_RESULTS_DIR`` or ``<repo>/results``."""
+    p = Path(os.environ.get("COURSE_RESULTS_DIR", REPO_ROOT / "results"))
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,577 @@
+"""Attention maps, rollout, mass thresholds, overlays, image grids and an ipywidgets explorer.
+
+The functions receive attention tensors, not models (only :func:`attention_explorer` calls
+back into the notebook, through ``get_attentions``). Conventions:
+
+* ``attns`` is a list with one tensor per layer, ``(B, heads, N, N)`` (or ``(heads, N, N)``
+  for one image), post-softmax: row ``i`` is how token ``i`` distributes its attention.
+* the first ``num_prefix`` tokens are prefix tokens (class token, maybe a distillation token);
+  the remaining ``N - num_prefix`` tokens are patches on a ``grid = (gh, gw)`` in row-major
+  order. ``grid=None`` assumes a square grid.
+* ``index`` picks the image of a batch (default 0).
+
+Every figure function returns a :class:`matplotlib.figure.Figure`; widgets always also draw one
+static figure, so a headless (papermill) run of a notebook still shows a picture.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+__all__ = [
+    "token_attention",
+    "fuse_heads",
+    "rollout_matrix",
+    "attention_rollout",
+    "mass_threshold",
+    "upsample",
+    "to_image",
+    "denormalize",
+    "overlay",
+    "show_grid",
+    "plot_attention_heads",
+    "heatmap",
+    "interact_with_fallback",
+    "static_fallback",
+    "attention_explorer",
+]
+
+Grid = tuple[int, int]
+
+
+# --------------------------------------------------------------------------------------------
+# attention maps
+# --------------------------------------------------------------------------------------------
+def _layer(a: torch.Tensor, index: int = 0) -> torch.Tensor:
+    """One layer's attention of one image as a float CPU tensor ``(heads, N, N)``."""
+    a = torch.as_tensor(a).detach()
+    if a.ndim == 4:
+        a = a[index]
+    if a.ndim != 3 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(
+            f"attention must be (B, heads, N, N) or (heads, N, N), got {tuple(a.shape)}"
+        )
+    return a.float().cpu()
+
+
+def _grid(num_tokens: int, num_prefix: int, grid: Grid | None) -> Grid:
+    n = num_tokens - num_prefix
+    if grid is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"{n} patch tokens are not a square grid; pass grid=(gh, gw)")
+        return side, side
+    gh, gw = int(grid[0]), int(grid[1])
+    if gh * gw != n:
+        raise ValueError(
+            f"grid {gh}x{gw} = {gh * gw} patches, but attention has {num_tokens} tokens with "
+            f"{num_prefix} prefix token(s) = {n} patches"
+        )
+    return gh, gw
+
+
+def token_attention(
+    attns: Sequence[torch.Tensor],
+    layer: int,
+    token: int = 0,
+    num_prefix: int = 1,
+    grid: Grid | None = None,
+    head: int | str | None = None,
+    index: int = 0,
+) -> torch.Tensor:
+    """How prefix token ``token`` attends to the patches in one layer.
+
+    Returns ``(heads, gh, gw)`` for ``head=None`` (every head), ``(1, gh, gw)`` for one head
+    (an int) or for ``head='mean'`` (average over heads). ``layer`` may be negative.
+    """
+    a = _layer(attns[layer], index)
+    gh, gw = _grid(a.shape[-1], num_prefix, grid)
+    if not 0 <= token < num_prefix:
+        raise ValueError(f"token {token} is not a prefix token (num_prefix={num_prefix})")
+    m = a[:, token, num_prefix:]  # (heads, patches)
+    if head == "mean":
+        m = m.mean(0, keepdim=True)
+    elif head is not None:
+        if isinstance(head, str):
+            raise ValueError(f"head must be None, an int or 'mean', got {head!r}")
+        m = m[int(head)].unsqueeze(0)
+    return m.reshape(-1, gh, gw)
+
+
+def fuse_heads(a: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """``(heads, N, N)`` -> ``(N, N)`` by ``'mean'``, ``'max'`` or ``'min'`` over heads."""
+    if how == "mean":
+        return a.mean(0)
+    if how == "max":
+        return a.amax(0)
+    if how == "min":
+        return a.amin(0)
+    raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {how!r}")
+
+
+def rollout_matrix(
+    attns: Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    num_prefix: int = 1,
+    index: int = 0,
+) -> torch.Tensor:
+    """The ``(N, N)`` attention rollout of Abnar & Zuidema (2020), "Quantifying Attention Flow".
+
+    Per layer: fuse the heads, optionally zero the weakest ``discard_ratio`` fraction of the
+    weights (attention *to* prefix tokens is never discarded), add the identity for the
+    residual connection and renormalise the rows; then multiply the layers,
+    ``R = Â_L ··· Â_1``. Row ``i`` of ``R`` says how much of token ``i``'s final representation
+    flows from each input token.
+    """
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    if len(attns) == 0:
+        raise ValueError("rollout of zero layers")
+    result: torch.Tensor | None = None
+    for a in attns:
+        m = fuse_heads(_layer(a, index), head_fusion)
+        n = m.shape[-1]
+        if discard_ratio > 0:
+            cand = m.clone()
+            cand[:, :num_prefix] = float("inf")  # keep attention to the prefix tokens
+            k = int(discard_ratio * n * (n - num_prefix))
+            if k > 0:
+                drop = cand.flatten().topk(k, largest=False).indices
+                m = m.flatten().clone()
+                m[drop] = 0.0
+                m = m.reshape(n, n)
+        m = m + torch.eye(n)
+        m = m / m.sum(-1, keepdim=True)
+        result = m if result is None else m @ result
+    assert result is not None
+    return result
+
+
+def attention_rollout(
+    attns: Sequence[torch.Tensor],
+    num_prefix: int = 1,
+    grid: Grid | None = None,
+    discard_ratio: float = 0.0,
+    head_fusion: str = "mean",
+    token: int = 0,
+    index: int = 0,
+) -> torch.Tensor:
+    """Rollout of prefix token ``token`` onto the patches: a ``(gh, gw)`` map (see
+    :func:`rollout_matrix`). Values are the raw rollout weights (they do not include the
+    share that stays on prefix tokens, so they sum to at most 1)."""
+    r = rollout_matrix(attns, head_fusion, discard_ratio, num_prefix, index)
+    gh, gw = _grid(r.shape[-1], num_prefix, grid)
+    if not 0 <= token < num_prefix:
+        raise ValueError(f"token {token} is not a prefix token (num_prefix={num_prefix})")
+    return r[token, num_prefix:].reshape(gh, gw)
+
+
+def mass_threshold(attn_map, fraction: float = 0.6):
+    """The smallest set of patches holding ``fraction`` of the attention mass (a bool mask).
+
+    As in DINO's ``visualize_attention``: sort the weights, accumulate, keep the top ones until
+    their share of the total reaches ``fraction``. Applied over the last two dimensions (a map
+    ``(gh, gw)`` or a stack ``(..., gh, gw)``); a 1-D input is one set. Returns a torch bool
+    tensor for a torch input, else a numpy bool array. A map without mass keeps nothing.
+    """
+    is_numpy = not isinstance(attn_map, torch.Tensor)
+    t = torch.as_tensor(np.asarray(attn_map) if is_numpy else attn_map).detach().float().cpu()
+    shape = t.shape
+    flat = t.reshape(-1, shape[-1]) if t.ndim == 1 else t.reshape(-1, shape[-2] * shape[-1])
+    flat = flat.reshape(-1, flat.shape[-1]).clamp_min(0)
+    vals, idx = flat.sort(dim=-1, descending=True)
+    total = vals.sum(-1, keepdim=True)
+    share = vals / total.clamp_min(1e-12)
+    before = share.cumsum(-1) - share  # mass of the larger patches before this one
+    keep_sorted = (before < fraction - 1e-6) & (total > 0) & (vals > 0)
+    mask = torch.zeros_like(keep_sorted).scatter(-1, idx, keep_sorted).reshape(shape)
+    return mask.numpy() if is_numpy else mask
+
+
+def upsample(attn_map, size: int | tuple[int, int], mode: str = "bilinear"):
+    """Resize a map ``(gh, gw)`` / ``(C, gh, gw)`` / ``(B, C, gh, gw)`` to ``size = (H, W)``.
+
+    Bool masks are resized with ``nearest``. Returns the input's type (torch or numpy).
+    """
+    is_numpy = not isinstance(attn_map, torch.Tensor)
+    t = torch.as_tensor(np.asarray(attn_map) if is_numpy else attn_map).detach()
+    is_bool = t.dtype == torch.bool
+    size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    lead = t.shape[:-2]
+    x = t.float().reshape(1, -1, *t.shape[-2:])
+    mode = "nearest" if is_bool else mode
+    kw = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    y = F.interpolate(x, size=size, mode=mode, **kw)
+    y = y.reshape(*lead, *size)
+    y = y > 0.5 if is_bool else y
+    return y.cpu().numpy() if is_numpy else y
+
+
+# --------------------------------------------------------------------------------------------
+# images and figures
+# --------------------------------------------------------------------------------------------
+def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo ``transforms.Normalize`` on a ``(C, H, W)`` or ``(B, C, H, W)`` tensor."""
+    m = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+    return image * s + m
+
+
+def to_image(image) -> np.ndarray:
+    """An image as a float numpy array in [0, 1], ``(H, W, 3)`` or ``(H, W)`` for grey.
+
+    Accepts a torch ``(C, H, W)`` tensor in [0, 1], a numpy ``(H, W, C)`` array (uint8 or float
+    in [0, 1]), a channels-first numpy array, a ``(H, W)`` grey image or a PIL image.
+    """
+    if isinstance(image, torch.Tensor):
+        a = image.detach().float().cpu()
+        if a.ndim == 3:
+            a = a.permute(1, 2, 0)
+        a = a.numpy()
+    else:
+        a = np.asarray(image)
+        if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+            a = a.transpose(1, 2, 0)
+        a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.ndim not in (2, 3):
+        raise ValueError(f"cannot show an image of shape {a.shape}")
+    return np.clip(a, 0.0, 1.0)
+
+
+def _norm01(h: np.ndarray) -> np.ndarray:
+    h = h.astype(np.float32)
+    lo, hi = float(h.min()), float(h.max())
+    return (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+
+
+def overlay(
+    ax,
+    image,
+    heat=None,
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    *,
+    mask=None,
+    title: str | None = None,
+    mode: str = "bilinear",
+):
+    """Draw ``image`` on ``ax`` with the map ``heat`` (any resolution; resized to the image and
+    scaled to [0, 1]) on top with opacity ``alpha``. ``mask`` (bool, any resolution) adds its
+    outline. Returns ``ax``."""
+    img = to_image(image)
+    h, w = img.shape[:2]
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    if heat is not None:
+        hm = torch.as_tensor(np.asarray(heat) if not isinstance(heat, torch.Tensor) else heat)
+        hm = hm.detach().float().cpu()
+        hm = hm.reshape(hm.shape[-2:]) if hm.ndim > 2 else hm
+        hm = upsample(hm, (h, w), mode=mode).numpy()
+        ax.imshow(_norm01(hm), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    if mask is not None:
+        mk = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        mk = mk.reshape(mk.shape[-2:]).bool()
+        mk = upsample(mk, (h, w)).numpy().astype(float)
+        if 0 < mk.sum() < mk.size:
+            ax.contour(mk, levels=[0.5], colors="cyan", linewidths=1.0)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def _as_list(images) -> list:
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    return list(images)
+
+
+def _axes_grid(n: int, ncols: int, size: float) -> tuple[Figure, np.ndarray]:
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def show_grid(
+    images,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    *,
+    labels: Sequence[int] | None = None,
+    preds: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    size: float = 1.8,
+    suptitle: str | None = None,
+) -> Figure:
+    """A grid of images. Titles are ``titles``, else the class of ``labels``; with ``preds``
+    each title reads ``pred / true`` in green when right and red when wrong."""
+    imgs = _as_list(images)
+    if not imgs:
+        raise ValueError("show_grid needs at least one image")
+
+    def name(k) -> str:
+        k = int(k)
+        return class_names[k] if class_names is not None else str(k)
+
+    fig, axes = _axes_grid(len(imgs), ncols, size)
+    for i, (ax, img) in enumerate(zip(axes.flat, imgs)):
+        a = to_image(img)
+        ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_axis_off()
+        color = "black"
+        if titles is not None:
+            t = titles[i]
+        elif preds is not None and labels is not None:
+            t = f"{name(preds[i])} / {name(labels[i])}"
+            color = "green" if int(preds[i]) == int(labels[i]) else "red"
+        elif labels is not None:
+            t = name(labels[i])
+        elif preds is not None:
+            t = name(preds[i])
+        else:
+            t = None
+        if t:
+            ax.set_title(t, fontsize=8, color=color)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_heads(
+    image,
+    maps,
+    *,
+    threshold: float | None = None,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    alpha: float = 0.6,
+    cmap: str = "inferno",
+    size: float = 2.2,
+    suptitle: str | None = None,
+) -> Figure:
+    """The image followed by one panel per map (``(heads, gh, gw)`` or ``(gh, gw)``), each
+    overlaid on the image. With ``threshold`` (a mass fraction, e.g. 0.6) each map keeps only
+    the patches of :func:`mass_threshold`, outlined, as in DINO's figures."""
+    m = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
+    m = m.detach().float().cpu()
+    m = m.unsqueeze(0) if m.ndim == 2 else m
+    n = m.shape[0] + 1
+    fig, axes = _axes_grid(n, ncols or min(n, 7), size)
+    flat = list(axes.flat)
+    overlay(flat[0], image, title="image")
+    for i in range(m.shape[0]):
+        t = titles[i] if titles is not None else (f"head {i}" if m.shape[0] > 1 else "attention")
+        if threshold:
+            mask = mass_threshold(m[i], threshold)
+            overlay(flat[i + 1], image, m[i] * mask, alpha, cmap, mask=mask,
+                    title=f"{t} ({threshold:.0%} mass)")
+        else:
+            overlay(flat[i + 1], image, m[i], alpha, cmap, title=t)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(matrix, *, ax=None, annot: bool = True, fmt: str = ".2f", cmap: str = "viridis",
+            title: str | None = None, xlabel: str = "", ylabel: str = "", **kw) -> Figure:
+    """A matrix (pandas DataFrame keeps its labels; e.g. a confusion or disagreement matrix)
+    drawn with seaborn. Returns the figure."""
+    import seaborn as sns
+
+    if ax is None:
+        k = np.asarray(matrix).shape
+        fig, ax = plt.subplots(figsize=(max(3.0, 0.6 * k[1] + 1.5), max(2.5, 0.5 * k[0] + 1.0)))
+    else:
+        fig = ax.figure
+    sns.heatmap(matrix, ax=ax, annot=annot, fmt=fmt, cmap=cmap, square=False, **kw)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# widgets with a static fallback
+# --------------------------------------------------------------------------------------------
+def _ipython():
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return None
+    return get_ipython()
+
+
+def _headless_backend() -> bool:
+    """A non-interactive backend outside a notebook (e.g. Agg in tests): figures that a widget
+    draws would only pile up, so they are closed."""
+    backend = plt.get_backend().lower()
+    return "inline" not in backend and backend in ("agg", "pdf", "ps", "svg", "cairo", "template")
+
+
+def _new_figures(before: set[int], result: Any) -> list[Figure]:
+    figs = [plt.figure(k) for k in plt.get_fignums() if k not in before]
+    if isinstance(result, Figure) and result not in figs:
+        figs.append(result)
+    return figs
+
+
+def interact_with_fallback(fn: Callable[..., Any], /, *, display_widget: bool = True,
+                           **controls: Any):
+    """``ipywidgets.interactive(fn, **controls)`` plus one static figure for the defaults.
+
+    ``fn`` draws a matplotlib figure (returning it or leaving it open). It is called once with
+    the controls' default values and the figure is displayed as an ordinary output, so a
+    headless run (papermill, nbval, a rendered notebook on GitHub) still shows a picture; then
+    the live widget is displayed. Returns the widget; its ``static_figure`` attribute holds the
+    static figure (``None`` if ``fn`` drew nothing) and ``snapshot()`` calls ``fn`` with the
+    current control values (to save the view someone chose).
+    """
+    import ipywidgets
+    from IPython.display import display
+
+    def live(**kw):
+        before = set(plt.get_fignums())
+        result = fn(**kw)
+        if _headless_backend():
+            for f in _new_figures(before, result):
+                plt.close(f)
+        # returning None: the inline backend shows the open figure once, inside the widget
+
+    widget = ipywidgets.interactive(live, **controls)
+    defaults = {
+        c._kwarg: (c.get_interact_value() if hasattr(c, "get_interact_value") else c.value)
+        for c in widget.kwargs_widgets
+    }
+    before = set(plt.get_fignums())
+    figs = _new_figures(before, fn(**defaults))
+    shell = _ipython()
+    for f in figs:
+        if shell is not None:
+            display(f)
+        plt.close(f)  # shown once; the Figure object stays usable
+    widget.static_figure = figs[0] if figs else None
+    widget.static_figures = figs
+
+    def snapshot():
+        """``fn`` called with the controls' current values (e.g. to save that view)."""
+        return fn(**{c._kwarg: (c.get_interact_value() if hasattr(c, "get_interact_value")
+                                else c.value) for c in widget.kwargs_widgets})
+
+    widget.snapshot = snapshot
+    if display_widget and shell is not None:
+        display(widget)
+    return widget
+
+
+static_fallback = interact_with_fallback
+
+
+def attention_explorer(
+    images,
+    get_attentions: Callable[[int], tuple[Sequence[torch.Tensor], int, Grid | None]],
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    thresholds: Sequence[float] = (0.0, 0.6, 0.9),
+    titles: Sequence[str] | None = None,
+    tokens: Mapping[str, int] | None = None,
+    alpha: float = 0.5,
+    cmap: str = "inferno",
+    display_widget: bool = True,
+):
+    """Browse attention maps: image / layer (or rollout) / head (one, mean, all) / mass
+    threshold / opacity (and prefix token when ``tokens`` names several, e.g.
+    ``{"class": 0, "distillation": 1}``).
+
+    ``get_attentions(i)`` returns ``(attns, num_prefix, grid)`` for image ``i`` alone (per layer
+    ``(1, heads, N, N)`` or ``(heads, N, N)``; ``grid`` may be ``None`` for a square grid), e.g.
+    one forward pass of the model on that image; results are cached per image.
+    ``layers``/``heads`` default to all of them. A threshold of 0 shows the raw map. One static
+    figure is drawn for the default values (last layer, mean of heads, first threshold); the
+    widget is displayed and returned (``.static_figure`` holds that figure).
+    """
+    import ipywidgets as W
+
+    imgs = _as_list(images)
+    if not imgs:
+        raise ValueError("attention_explorer needs at least one image")
+    cache: dict[int, tuple[list[torch.Tensor], int, Grid]] = {}
+
+    def attentions(i: int) -> tuple[list[torch.Tensor], int, Grid]:
+        if i not in cache:
+            attns, num_prefix, grid = get_attentions(i)
+            attns = [_layer(a, 0) for a in attns]
+            cache[i] = (attns, int(num_prefix), _grid(attns[0].shape[-1], num_prefix, grid))
+        return cache[i]
+
+    attns0, _, _ = attentions(0)
+    n_layers, n_heads = len(attns0), attns0[0].shape[0]
+    layers = list(range(n_layers)) if layers is None else [int(x) % n_layers for x in layers]
+    heads = list(range(n_heads)) if heads is None else [int(h) for h in heads]
+    thresholds = list(thresholds) or [0.0]
+
+    def draw(image: int, layer: Any, head: Any, threshold: float, opacity: float, token: int):
+        attns, num_prefix, grid = attentions(image)
+        img = imgs[image]
+        if layer == "rollout":
+            maps = attention_rollout(attns, num_prefix, grid, token=token)[None]
+            where = "rollout"
+        else:
+            h = None if head == "all" else head
+            maps = token_attention(attns, layer, token, num_prefix, grid, head=h)
+            where = f"layer {layer}"
+        label = {"mean": "mean of heads", "all": "all heads"}.get(head, f"head {head}")
+        if layer != "rollout" and head == "all":
+            return plot_attention_heads(img, maps, threshold=threshold or None, alpha=opacity,
+                                        cmap=cmap, suptitle=where)
+        heat = maps[0]
+        desc = where if layer == "rollout" else f"{where}, {label}"
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.4, 3.4))
+        overlay(ax0, img, title=titles[image] if titles else f"image {image}")
+        if threshold:
+            mask = mass_threshold(heat, threshold)
+            overlay(ax1, img, heat * mask, opacity, cmap, mask=mask,
+                    title=f"{desc} ({threshold:.0%} mass)")
+        else:
+            overlay(ax1, img, heat, opacity, cmap, title=desc)
+        fig.tight_layout()
+        return fig
+
+    image_opts = [(titles[i] if titles else f"image {i}", i) for i in range(len(imgs))]
+    layer_opts = [(f"layer {x}", x) for x in layers] + [("rollout", "rollout")]
+    head_opts = [("mean of heads", "mean"), ("all heads", "all")]
+    head_opts += [(f"head {h}", h) for h in heads]
+    thr_opts = [("off" if not t else f"{t:.0%} of mass", float(t or 0.0)) for t in thresholds]
+    controls: dict[str, Any] = {
+        "image": W.Dropdown(options=image_opts, value=0, description="image"),
+        "layer": W.Dropdown(options=layer_opts, value=layers[-1], description="layer"),
+        "head": W.Dropdown(options=head_opts, value="mean", description="head"),
+        "threshold": W.Dropdown(options=thr_opts, value=thr_opts[0][1], description="threshold"),
+        "opacity": W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05,
+                                 description="opacity"),
+    }
+    if tokens and len(tokens) > 1:
+        controls["token"] = W.Dropdown(options=list(tokens.items()),
+                                       value=next(iter(tokens.values())), description="token")
+    else:
+        controls["token"] = W.fixed(next(iter(tokens.values())) if tokens else 0)
+    return interact_with_fallback(draw, display_widget=display_widget, **controls)
