@@ -5,8 +5,9 @@ An image is a background cut from the real photos and textures that scikit-image
 ``num_classes`` shape classes on it (circle, square, triangle, ...) of varied colour, size,
 rotation and position. For every image the world knows
 
-* the image-level label (the class of the object with the largest visible area, then
-  optionally flipped by ``label_noise``),
+* the image-level label (the class of the object with the largest visible area; in the train
+  split optionally replaced by a random class with probability ``label_noise``, like the
+  imperfect labels of real datasets; val and test labels stay clean),
 * per-instance visible masks (an instance-id map), boxes and labels,
 * a per-pixel "stuff" label (the background kind), and
 * a templated caption with attributes and spatial relations.
@@ -107,7 +108,7 @@ class WorldConfig:
     occlusion: float = 0.0          # 0: objects apart; 1: free overlap
     clutter: int = 0                # small distractor shapes (any shape) under the objects
     clutter_scale: tuple[float, float] = (0.1, 0.22)
-    label_noise: float = 0.0        # fraction of image labels replaced by a random class
+    label_noise: float = 0.0        # fraction of TRAIN image labels replaced by a random class
     imbalance: float = 0.0          # Zipf exponent of class frequencies (0 = balanced)
     color_cue: float = 0.0          # 0: hue random; 1: hue fixed by class
     noise: float = 0.03             # std of Gaussian pixel noise
@@ -486,7 +487,8 @@ def render(cfg: WorldConfig, split: str = "train", n: int | None = None) -> Worl
     largest = area.argmax(1)
     clean = torch.where(area.max(1).values > 0, obj_labels[torch.arange(n), largest], torch.tensor(-1))
     labels = clean.clone()
-    flip = torch.from_numpy(rng.random(n) < cfg.label_noise) & (clean >= 0)
+    noise_rate = cfg.label_noise if split == "train" else 0.0  # evaluation labels stay clean
+    flip = torch.from_numpy(rng.random(n) < noise_rate) & (clean >= 0)
     labels[flip] = torch.from_numpy(rng.choice(K, size=n, p=probs))[flip]
     labels[labels < 0] = 0  # an image without objects gets class 0 (only when objects may be 0)
 
@@ -601,3 +603,18 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(WORLD_MEAN, device=x.device).view(-1, 1, 1)
     std = torch.tensor(WORLD_STD, device=x.device).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)
+
+
+# Parameters of notebooks/00_start_here.ipynb (the gallery of the world)
+def _register_params() -> None:
+    from .config import Param, register
+
+    register("00_start_here", {
+        "image_size": Param(64, "side of the gallery images", type=int, low=32, high=128),
+        "num_classes": Param(12, "shape classes", type=int, low=1, high=len(SHAPES)),
+        "bench_images": Param({"smoke": 256, "study": 2000, "paper": 2000},
+                              "images rendered for the speed measurement", type=int, low=16),
+    })
+
+
+_register_params()
