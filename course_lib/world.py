@@ -399,7 +399,6 @@ def render(cfg: WorldConfig, split: str = "train", n: int | None = None) -> Worl
     # --- clutter: small distractor shapes of any class, under the objects ----------------------
     if cfg.clutter > 0:
         nc = n * cfg.clutter
-        c_img = np.repeat(np.arange(n), cfg.clutter)
         c_cls = torch.from_numpy(rng.integers(0, len(SHAPES), nc))
         c_r = torch.from_numpy(rng.uniform(*cfg.clutter_scale, nc).astype(np.float32))
         c_xy = torch.from_numpy(rng.uniform(-0.95, 0.95, (2, nc)).astype(np.float32))
@@ -410,7 +409,6 @@ def render(cfg: WorldConfig, split: str = "train", n: int | None = None) -> Worl
             sel = slice(j, nc, cfg.clutter)
             a = alpha[sel].unsqueeze(1)
             img = img * (1 - a) + c_col[sel].view(-1, 3, 1, 1) * a
-        del c_img
 
     # --- objects -------------------------------------------------------------------------------
     lo, hi = cfg.objects
