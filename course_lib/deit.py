@@ -37,20 +37,13 @@ from .config import Param
 from .metrics import topk_accuracy
 from .models import create_vit, small_resnet
 from .models.convnets import create_convnet
-from .models.vit import PRESETS, VisionTransformer
+from .models.vit import VisionTransformer
 
 PAPER_URL = "https://arxiv.org/abs/2012.12877"
 TITLE = "DeiT: Training data-efficient image transformers & distillation through attention"
 
-# A course-sized student: the DeiT-Ti recipe of shapes scaled to 32 px images (64 tokens of
-# 4x4 pixels). Calibrated in benchmarks/calibrate_deit.py (numbers in docs/calibration.md).
-PRESETS.setdefault("course_tiny", dict(img_size=32, patch_size=4, embed_dim=128, depth=4,
-                                       num_heads=2, mlp_ratio=2.0, num_classes=6))
-PRESETS.setdefault("course_tiny_distilled", {**PRESETS["course_tiny"], "distilled": True})
-PRESETS.setdefault("cifar_tiny", dict(img_size=32, patch_size=4, embed_dim=192, depth=12,
-                                      num_heads=3, mlp_ratio=4.0, num_classes=100))
-PRESETS.setdefault("cifar_tiny_distilled", {**PRESETS["cifar_tiny"], "distilled": True})
-
+# Students: "course_tiny" (the study profile's ViT, calibrated in docs/calibration.md) and
+# "cifar_tiny" (DeiT-Ti's shape on 32 px CIFAR) are presets of models/vit.py.
 # bump when a change of this module changes what a cached model would be
 CODE_VERSION = 2
 

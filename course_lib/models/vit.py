@@ -357,6 +357,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "deit_tiny_distilled": {**_DEIT, "embed_dim": 192, "depth": 12, "num_heads": 3, "distilled": True},
     "deit_small_distilled": {**_DEIT, "embed_dim": 384, "depth": 12, "num_heads": 6, "distilled": True},
     "deit_base_distilled": {**_DEIT, "embed_dim": 768, "depth": 12, "num_heads": 12, "distilled": True},
+    # Course sizes. course_tiny: the DeiT study student for 32 px images (64 tokens of 4x4
+    # pixels), calibrated in benchmarks/calibrate_deit.py (docs/calibration.md).
+    # cifar_tiny: DeiT-Ti's width and depth on 32 px CIFAR (the DeiT paper profile).
+    "course_tiny": dict(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2,
+                        mlp_ratio=2.0, num_classes=6),
+    "course_tiny_distilled": dict(img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=2,
+                                  mlp_ratio=2.0, num_classes=6, distilled=True),
+    "cifar_tiny": dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3,
+                       mlp_ratio=4.0, num_classes=100),
+    "cifar_tiny_distilled": dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3,
+                                 mlp_ratio=4.0, num_classes=100, distilled=True),
 }
 
 # preset -> the timm model whose checkpoints load into it (for reference and tests)
