@@ -1,4 +1,3 @@
-import math
 
 import pytest
 import torch
@@ -6,7 +5,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib import config, deit
-from course_lib.models import create_vit
 
 
 def test_soft_loss_matches_official_reduction():
