@@ -89,6 +89,18 @@ def _torchvision_cifar(name: str, split: str, root, transform, download_hint: st
     return cls(str(r), train=(split == "train"), transform=transform, download=False)
 
 
+def _torchvision_imagenette(split: str, root, transform, download_hint: str):
+    from torchvision import datasets
+
+    r = paths.data_root(root)
+    if not (r / "imagenette2-160").is_dir():
+        raise FileNotFoundError(
+            f"dataset 'imagenette' is not in {r / 'imagenette2-160'}. Fetch it on a machine with "
+            f"internet:\n    {download_hint}\nthen copy the folder {r} here (or pass data_root=...)."
+        )
+    return datasets.Imagenette(str(r), split=split, size="160px", transform=transform)
+
+
 def fetch_command(name: str, root=None) -> str:
     """The exact shell command that downloads a catalog dataset into ``root``."""
     r = paths.data_root(root)
@@ -109,8 +121,10 @@ def get_dataset(
     """One entry point for every dataset of the course.
 
     ``name``: ``"world"`` (the offline scene world; ``kwargs`` go to ``world.WorldConfig``,
-    e.g. ``num_images=..., image_size=...``), ``"cifar10"``, ``"cifar100"``.
-    ``split``: ``train``, ``val`` or ``test`` (CIFAR has no val split: ``val`` means ``test``).
+    e.g. ``num_images=..., image_size=...``), ``"cifar10"``, ``"cifar100"``, ``"imagenette"``
+    (160 px, 10 ImageNet classes).
+    ``split``: ``train``, ``val`` or ``test`` (CIFAR and Imagenette have no separate val split:
+    ``val`` means ``test``).
     A missing real dataset raises ``FileNotFoundError`` naming the command that fetches it.
     """
     if split not in SPLITS:
@@ -122,4 +136,7 @@ def get_dataset(
     if name in ("cifar10", "cifar100"):
         return _torchvision_cifar(name, "train" if split == "train" else "test", root, transform,
                                   fetch_command(name, root))
-    raise ValueError(f"unknown dataset {name!r}; known: world, cifar10, cifar100")
+    if name == "imagenette":
+        return _torchvision_imagenette("train" if split == "train" else "val", root, transform,
+                                       fetch_command(name, root))
+    raise ValueError(f"unknown dataset {name!r}; known: world, cifar10, cifar100, imagenette")

@@ -199,6 +199,28 @@ def test_real_catalog_matches_torchvision():
         assert "Krizhevsky" in e["licence"] and "2009" in e["notes"]
 
 
+def test_imagenette_matches_torchvision_and_is_readable(tmp_path):
+    from torchvision.datasets import Imagenette
+
+    from course_lib import data
+
+    e = fetch.load_catalog()["imagenette"]
+    url, md5sum = Imagenette._ARCHIVES["160px"]
+    assert (e["urls"][0], e["checksum"], e["filename"]) == (url, "md5:" + md5sum, "imagenette2-160.tgz")
+    with pytest.raises(FileNotFoundError, match="data_scripts/fetch.py imagenette"):
+        data.get_dataset("imagenette", "train", tmp_path)
+    # the folder layout the archive unpacks to is what get_dataset reads
+    from PIL import Image
+
+    for split in ("train", "val"):
+        folder = tmp_path / e["extract_to"] / split / "n01440764"
+        folder.mkdir(parents=True)
+        Image.new("RGB", (20, 16), (200, 10, 10)).save(folder / "a.jpeg")
+    ds = data.get_dataset("imagenette", "test", tmp_path)
+    img, label = ds[0]
+    assert label == 0 and img.size == (20, 16) and ds.classes[0][0] == "tench"
+
+
 def test_catalog_validation(tmp_path):
     good = {"name": "x", "description": "d", "urls": ["http://127.0.0.1/x.tgz"], "filename": "x.tgz",
             "checksum": "md5:" + "0" * 32, "size": 1, "licence": "l", "extract_to": "x", "notes": ""}
