@@ -19,8 +19,9 @@ def _cpu_count() -> int:
 
 # torch/OpenMP read these at import: use the CPUs this process may run on, not the host's
 # (a container often sees many more cores than it owns, and oversubscription is slow).
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, str(_cpu_count()))
+# An explicit OMP_NUM_THREADS also sets MKL's (torch takes its thread count from either).
+os.environ.setdefault("OMP_NUM_THREADS", str(_cpu_count()))
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
 MARKERS = {
     "notebook": "executes a notebook end to end (slow)",
