@@ -22,4 +22,5 @@ PAPER_MODULES = {
     "02_usi": "usi",
     "03_deit": "deit",
     "04_convnext": "convnext",
+    "09_minivit": "minivit",
 }
