@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     best_cpu: dict[str, float] = {}
     params: dict[str, int] = {}
     for r in range(a.rounds):
-        print(f"round {r + 1}: load average {' '.join(open('/proc/loadavg').read().split()[:3])}", flush=True)
+        print(f"round {r + 1}: load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
         for label, make, kw in rows:
             model = make()
             crit = plain if kw is None else mv.MiniViTDistillationLoss(teacher, model, **kw)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
             best[label] = max(best.get(label, 0.0), ips)
             best_cpu[label] = max(best_cpu.get(label, 0.0), cpu_ips)
             print(f"  {label:38s} {params[label]:>10,d} {ips:>8.1f} img/s (CPU time: {cpu_ips:.1f})", flush=True)
-    print(f"load average at the end {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print(f"load average at the end {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     print(f"{'model':38s} {'params':>10s} {'best img/s':>11s} {'CPU-time img/s':>15s} {'CPU ms/img':>11s}")
     for label, *_ in rows:
         print(f"{label:38s} {params[label]:>10,d} {best[label]:>11.1f} {best_cpu[label]:>15.1f} "
@@ -217,7 +217,7 @@ def train_main(argv) -> int:
     P = config.resolve("09_minivit", profile=a.profile, **overrides)
     d = mv.load_data(P)
     y = mv._targets(d.test)
-    load0 = open("/proc/loadavg").read().split()[:3]
+    load0 = Path("/proc/loadavg").read_text().split()[:3]
 
     def report(name, model, info, extra=None):
         h = info.history
@@ -227,7 +227,7 @@ def train_main(argv) -> int:
                "img_s": round(sum(r["images_per_s"] for r in eps) / max(len(eps), 1), 1),
                "val_by_epoch": [round(r.get("eval_top1", float("nan")), 1) for r in eps],
                "from_cache": info.from_cache, "threads": torch.get_num_threads(),
-               "load": open("/proc/loadavg").read().split()[:3], "load_start": load0,
+               "load": Path("/proc/loadavg").read_text().split()[:3], "load_start": load0,
                "set": overrides, "world": {k: list(v) if isinstance(v, tuple) else v for k, v in world.items()},
                **(extra or {})}
         print("RESULT " + json.dumps(row), flush=True)
