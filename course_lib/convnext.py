@@ -53,7 +53,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -63,6 +63,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import config, data, train
 from .config import Param
+from .deit import DeiTData
 from .models.convnext import ConvNeXt, LayerNorm2d, create_convnext
 
 PAPER_URL = "https://arxiv.org/abs/2201.03545"
@@ -811,14 +812,8 @@ def run_config(P: config.Params, step: int | str) -> LadderConfig:
 # Data
 
 
-@dataclass
-class LadderData:
-    train: torch.utils.data.Dataset
-    val: torch.utils.data.Dataset
-    test: torch.utils.data.Dataset
-    num_classes: int
-    class_names: list[str]
-    key: dict = field(default_factory=dict)  # what identifies the data, for the model cache
+# train/val/test datasets, classes and a cache key: the same container as DeiT's
+LadderData = DeiTData
 
 
 def world_config(P: config.Params):
