@@ -22,5 +22,8 @@ PAPER_MODULES = {
     "02_usi": "usi",
     "03_deit": "deit",
     "04_convnext": "convnext",
+    "05_clear": "clear",
+    "06_dino": "dino",
     "09_minivit": "minivit",
+    "11_stego": "stego",
 }
