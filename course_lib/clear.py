@@ -873,7 +873,7 @@ def dino_recipe(P: config.Params):
     if P.profile != "paper":
         over["image_size"] = P.image_size
     if P.profile == "study":  # pinned: what docs/calibration.md (05 CLEAR) measured
-        over.update(model="course", local_crops=6, batch_size=128)
+        over.update(model="course", local_crops=6, batch_size=128, lr=1e-3, momentum_teacher=0.996, out_dim=1024)
     return dino.dino_config(P.profile, **over)
 
 

@@ -704,7 +704,10 @@ def dino_config(profile: str = "study", **overrides) -> DINOConfig:
         base = dict(epochs=1, batch_size=32, local_crops=2, out_dim=256, hidden_dim=256, bottleneck=64,
                     max_steps=4, warmup_epochs=0.1)
     elif profile == "study":
-        base = dict(model="course_small", local_crops=4, epochs=6, batch_size=128, lr=1e-3, warmup_epochs=1.0)
+        # momentum 0.98 (not 0.996): with ~370 steps an EMA of time constant 250 steps leaves the
+        # teacher near its random init; K = 256 and 6 local crops (docs/calibration.md, 06 DINO).
+        base = dict(model="course_small", local_crops=6, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1.0,
+                    momentum_teacher=0.98, out_dim=256)
     else:
         raise config.ParameterError(f"profile {profile!r}; allowed: smoke, study, paper")
     base.update(overrides)
@@ -1441,20 +1444,24 @@ def record_results(P: config.Params, evals: Mapping[str, Mapping[str, Any]], abl
             paper=T2["dino_linear"], ours=e["dino"]["linear"], rule=Better("linear_random", min_effect=margin))
     rec.add("knn_supervised", "the supervised ViT's k-NN (labels help; paper: supervised 79.8 > DINO 77.0 linear)",
             paper=T2["supervised"], ours=e["supervised"]["knn"], rule=Better("knn_dino", min_effect=0.0))
-    rec.add("jaccard_random", "Jaccard of a random ViT's 60%-mass attention [Table 'Segmentation', random 22.0]",
+    rec.add("jaccard_random", "Jaccard of a random ViT's 60%-mass attention, mean of heads [Fig. 4 table: random 22.0]",
             paper=J["random"], ours=e["random"]["jaccard_mean"], rule=AtLeast(0.0))
-    rec.add("jaccard_supervised", "Jaccard of the supervised ViT's attention [supervised 27.3]",
+    rec.add("jaccard_supervised", "Jaccard of the supervised ViT's attention, mean of heads [supervised 27.3]",
             paper=J["supervised"], ours=e["supervised"]["jaccard_mean"], rule=AtLeast(0.0))
-    rec.add("jaccard_dino_vs_random", "DINO's attention masks match the objects better than a random ViT's "
-            "[45.9 vs 22.0]", paper=J["dino"], ours=e["dino"]["jaccard_mean"],
-            rule=Better("jaccard_random", min_effect=margin))
-    rec.add("jaccard_dino_vs_supervised", "DINO's attention masks match the objects better than a supervised "
-            "ViT's [45.9 vs 27.3]", paper=J["dino"], ours=e["dino"]["jaccard_mean"],
-            rule=Better("jaccard_supervised", min_effect=margin))
-    rec.add("jaccard_dino_best_head", "the best single DINO head (chosen on val) beats the random ViT's best head",
-            paper=None, ours=e["dino"]["jaccard_best_head"],
-            rule=Better(e["random"]["jaccard_best_head"], min_effect=margin),
+    rec.add("jaccard_dino_vs_random", "DINO's best head (chosen on val) matches the objects better than a random "
+            "ViT's best head [Fig. 4 table: 45.9 vs 22.0, best head of each model]", paper=J["dino"],
+            ours=e["dino"]["jaccard_best_head"], rule=Better(e["random"]["jaccard_best_head"], min_effect=margin),
             note=f"random best head {e['random']['jaccard_best_head']:.1f}")
+    rec.add("jaccard_dino_vs_supervised", "DINO's best head matches the objects better than the supervised ViT's "
+            "best head [45.9 vs 27.3]", paper=J["dino"], ours=e["dino"]["jaccard_best_head"],
+            rule=Better(e["supervised"]["jaccard_best_head"], min_effect=margin),
+            note=f"supervised best head {e['supervised']['jaccard_best_head']:.1f}")
+    rec.add("jaccard_mean_dino_vs_random", "stricter than the paper: the mean of DINO's heads beats the mean of a "
+            "random ViT's heads", paper=None, ours=e["dino"]["jaccard_mean"],
+            rule=Better("jaccard_random", min_effect=margin))
+    rec.add("jaccard_mean_dino_vs_supervised", "stricter than the paper: the mean of DINO's heads beats the mean of "
+            "the supervised ViT's heads", paper=None, ours=e["dino"]["jaccard_mean"],
+            rule=Better("jaccard_supervised", min_effect=margin))
     if ablations:
         a = {n: r for n, r in ablations.items()}
         if "dino" in a:
