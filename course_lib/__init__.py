@@ -24,6 +24,9 @@ PAPER_MODULES = {
     "04_convnext": "convnext",
     "05_clear": "clear",
     "06_dino": "dino",
+    "07_vitdet": "vitdet",
+    "08_frozen_backbones": "frozen_backbones",
     "09_minivit": "minivit",
     "11_stego": "stego",
+    "12_surgical_cnn": "surgical",
 }

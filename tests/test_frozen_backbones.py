@@ -1,0 +1,199 @@
+"""Notebook 08 (frozen backbones): strategies, adapters, parameter counts, timm loading."""
+from __future__ import annotations
+
+
+import pytest
+import torch
+import torch.nn as nn
+
+from course_lib import config
+from course_lib import detection as det
+from course_lib import frozen_backbones as fb
+
+K = 3
+S = 32
+
+
+def tiny_body(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    body = det.ConvBackbone(widths=(8, 16, 32), blocks=1, norm="bn").body
+    # pretend it was pre-trained: non-trivial BatchNorm statistics
+    for m in body.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return body
+
+
+def batch(n: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, S, S, generator=g) for _ in range(n)]
+    targets = [{"boxes": torch.tensor([[2.0, 3.0, 14.0, 16.0], [12.0, 10.0, 30.0, 28.0]]),
+                "labels": torch.tensor([1, 3])} for _ in range(n)]
+    return images, targets
+
+
+def detector(body, strategy, capacity="low"):
+    return fb.build_strategy_detector(body, strategy, capacity, K, masks=False, image_size=S)
+
+
+def one_step(model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    model.train()  # what det.train_detector does every epoch
+    images, targets = batch()
+    loss = sum(model(images, targets).values())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return model
+
+
+def state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module):
+    after = module.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_frozen_keeps_weights_and_batchnorm_statistics():
+    model = detector(tiny_body(), "frozen")
+    body_before, neck_before = state(model.backbone.body), state(model.backbone.neck)
+    one_step(model)
+    assert model.training and not model.backbone.body.training  # BN stays in eval mode
+    assert changed(body_before, model.backbone.body) == set()   # weights and running stats
+    assert changed(neck_before, model.backbone.neck)            # the rest trains
+    assert all(not p.requires_grad for p in model.backbone.body.parameters())
+
+
+def test_finetune_changes_weights_and_statistics():
+    model = detector(tiny_body(), "finetune")
+    before = state(model.backbone.body)
+    one_step(model)
+    diff = changed(before, model.backbone.body)
+    assert any(k.endswith("running_mean") for k in diff)
+    assert any(k.endswith("conv1.weight") for k in diff)
+
+
+def test_adapters_start_as_identity_and_get_gradients():
+    body = tiny_body()
+    frozen = fb.build_backbone(body, "frozen", "low").eval()
+    adapted = fb.build_backbone(body, "adapters", "low").eval()
+    adapted.neck.load_state_dict(frozen.neck.state_dict())
+    x = torch.rand(2, 3, S, S)
+    for a, b in zip(frozen(x).values(), adapted(x).values()):
+        torch.testing.assert_close(a, b)
+    for ad in adapted.adapters:
+        assert torch.count_nonzero(ad.up.weight) == 0
+    model = detector(body, "adapters")
+    images, targets = batch()
+    model.train()
+    sum(model(images, targets).values()).backward()
+    assert all(ad.up.weight.grad is not None and ad.up.weight.grad.abs().sum() > 0
+               for ad in model.backbone.adapters)
+    assert all(p.grad is None for p in model.backbone.body.parameters())
+    one_step(model)  # after a step the adapters are no longer the identity
+    assert any(torch.count_nonzero(ad.up.weight) > 0 for ad in model.backbone.adapters)
+
+
+def test_residual_adapter_shape_and_zero_init():
+    ad = fb.ResidualAdapter(16, reduction=4)
+    x = torch.randn(2, 16, 5, 5)
+    torch.testing.assert_close(ad(x), x)
+    assert ad.down.out_channels == 4
+
+
+@pytest.mark.parametrize("capacity", ["low", "high"])
+def test_trained_parameter_counts(capacity):
+    body = tiny_body()
+    n_body = sum(p.numel() for p in body.parameters())
+    c = {s: fb.count_parameters(detector(body, s, capacity)) for s in fb.STRATEGIES}
+    assert c["finetune"]["trained"] == c["finetune"]["total"] == c["scratch"]["total"]
+    assert c["frozen"]["total"] == c["finetune"]["total"]
+    assert c["frozen"]["trained"] == c["frozen"]["total"] - n_body == c["frozen"]["after"]
+    n_adapt = sum(2 * ch * max(4, ch // 4) + ch + 2 * max(4, ch // 4) for ch in body.channels)
+    assert c["adapters"]["adapters"] == n_adapt
+    assert c["adapters"]["trained"] == c["frozen"]["trained"] + n_adapt
+    assert det.trainable_parameters(detector(body, "frozen", capacity)) == c["frozen"]["trained"]
+
+
+def test_high_capacity_has_more_after_the_backbone():
+    body = tiny_body()
+    low = fb.count_parameters(detector(body, "frozen", "low"))
+    high = fb.count_parameters(detector(body, "frozen", "high"))
+    assert high["after"] > 2 * low["after"]
+    assert high["backbone"] == low["backbone"]
+
+
+def test_scratch_reinitialises_and_leaves_the_pretrained_body_alone():
+    body = tiny_body()
+    before = state(body)
+    scratch = detector(body, "scratch").backbone.body
+    fine = detector(body, "finetune").backbone.body
+    conv = "stages.1.0.conv1.weight"
+    assert not torch.equal(scratch.state_dict()[conv], before[conv])
+    torch.testing.assert_close(fine.state_dict()[conv], before[conv])
+    bn = [k for k in before if k.endswith("running_var")][0]
+    assert torch.all(scratch.state_dict()[bn] == 1)            # statistics reset
+    assert changed(before, body) == set()                       # the original is untouched
+    # re-initialised weights keep the Kaiming scale of a fresh body
+    w = scratch.state_dict()[conv]
+    fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+    assert abs(w.std().item() - (2 / fan_out) ** 0.5) < 0.3 * (2 / fan_out) ** 0.5
+
+
+def test_training_memory_is_smaller_when_frozen():
+    body = tiny_body()
+    images, targets = batch()
+    mem = {s: fb.training_memory(detector(body, s), images, targets) for s in ("finetune", "frozen")}
+    assert mem["frozen"]["activations"] < mem["finetune"]["activations"]
+    assert mem["frozen"]["gradients"] < mem["finetune"]["gradients"]
+    assert mem["frozen"]["total"] < mem["finetune"]["total"]
+
+
+def test_train_detector_keeps_frozen_body_in_eval():
+    model = detector(tiny_body(), "frozen")
+    before = state(model.backbone.body)
+    ds = [(im, {**t, "boxes": t["boxes"]}) for im, t in zip(*batch(4))]
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=det.collate)
+    det.train_detector(model, loader, det.DetTrainConfig(epochs=1, warmup_iters=0), device="cpu",
+                       progress=False)
+    assert changed(before, model.backbone.body) == set()
+
+
+def test_load_timm_body_roundtrip(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    body = fb.load_timm_body("resnet18", path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    feats = ref.forward_features(x)
+    y = body.stem(x)
+    for st in body.stages:
+        y = st(y)
+    torch.testing.assert_close(y, feats)
+    assert body.channels == [64, 128, 256, 512]
+    with pytest.raises(FileNotFoundError, match="weights"):
+        fb.load_timm_body("resnet18", tmp_path / "missing.pth")
+
+
+def test_parameters_resolve_and_fail_fast():
+    P = config.resolve("08_frozen_backbones", profile="smoke")
+    assert set(P.strategies) == set(fb.STRATEGIES) and P.dataset == "world"
+    assert fb.grid(P).count(("adapters", "low")) == 0
+    with pytest.raises(config.ParameterError):
+        config.resolve("08_frozen_backbones", profile="smoke", strategies=("frozen", "melted"))
+    with pytest.raises(config.ParameterError):
+        config.resolve("08_frozen_backbones", profile="smoke", capacities=())
+
+
+def test_paper_numbers_are_consistent():
+    t3 = fb.PAPER["table3"]
+    for row in t3.values():
+        assert abs(100 * row["trained_m"] / row["params_m"] - row["trained_pct"]) < 0.2
+    t1 = fb.PAPER["table1"]
+    assert t1["R101 + FPN"]["frozen"] - t1["R101 + FPN"]["finetune"] == pytest.approx(-6.5)
