@@ -27,6 +27,7 @@ PAPER_MODULES = {
     "07_vitdet": "vitdet",
     "08_frozen_backbones": "frozen_backbones",
     "09_minivit": "minivit",
+    "10_copy_paste": "copy_paste",
     "11_stego": "stego",
     "12_surgical_cnn": "surgical",
 }
