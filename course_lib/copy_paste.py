@@ -279,7 +279,7 @@ def paste(main_image: torch.Tensor, main_target: Mapping[str, Any], src_image: t
     def field(t, key, n, default):
         return _plain(t[key]) if key in t else default(n)
 
-    n_main, n_src = main_masks.shape[0], src_masks.shape[0]
+    n_main = main_masks.shape[0]
     zeros = lambda n: torch.zeros(n, dtype=torch.int64)  # noqa: E731
     combined = {k: v for k, v in main_target.items()}
     combined["masks"] = tv_tensors.Mask(torch.cat([main_masks, src_masks]).to(torch.uint8))
