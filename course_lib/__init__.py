@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 # notebook id -> module holding that paper's contribution (and its parameter specs)
 PAPER_MODULES = {
     "00_start_here": "world",
+    "01_albef": "albef",
     "02_usi": "usi",
     "03_deit": "deit",
     "04_convnext": "convnext",

@@ -1,0 +1,410 @@
+"""ALBEF (notebook 01): tokenizer, masking, hard negatives, queues, momentum, losses, retrieval."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib import albef, config
+from course_lib.world import COLOR_NAMES, SHAPE_NAMES
+
+CAPTIONS = [
+    "a large red circle to the left of a small blue square on grass",
+    "On the moon, a medium orange triangle to the right of a small orange star",
+    "there is a small green ring above a large purple cross in space",
+    "a picture of a medium yellow square on paper",
+    "In space, a large purple ring",
+    "a medium cyan star below a small pink triangle on brick",
+    "a large blue cross on gravel",
+    "On a photo, a small red circle",
+]
+
+
+def tiny_cfg(**kw) -> albef.ALBEFConfig:
+    base = dict(image_size=16, patch_size=8, embed_dim=16, num_heads=2, mlp_ratio=2.0, vision_depth=1,
+                text_layers=1, fusion_layers=1, proj_dim=8, max_len=20, queue_size=8, batch_size=4,
+                momentum=0.9, epochs=1, finetune_epochs=1)
+    base.update(kw)
+    return albef.ALBEFConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return albef.CaptionTokenizer.train(CAPTIONS, vocab_size=200, max_len=20)
+
+
+def batch(tok, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, 16, 16, generator=g)
+    ids, mask = tok.encode(CAPTIONS[:n])
+    return images, ids, mask
+
+
+# ---------------------------------------------------------------- tokenizer
+@pytest.mark.parametrize("backend", ["wordlevel", "wordpiece", "words"])
+def test_tokenizer_round_trip_and_layout(backend):
+    if backend != "words":
+        pytest.importorskip("tokenizers")
+    t = albef.CaptionTokenizer.train(CAPTIONS, vocab_size=200, max_len=20, backend=backend)
+    assert t.backend == backend
+    assert t.vocab[:5] == list(albef.SPECIAL_TOKENS)
+    ids, mask = t.encode(CAPTIONS)
+    assert ids.shape[1] == max(len(t.tokenize(c)) for c in CAPTIONS) + 2
+    for row, m, c in zip(ids, mask, CAPTIONS):
+        n = int(m.sum())
+        assert row[0] == t.cls_id and row[n - 1] == t.sep_id
+        assert (row[n:] == t.pad_id).all() and not m[n:].any()
+        assert t.unk_id not in row.tolist()
+        assert t.decode(row) == c.lower()
+    # truncation keeps [CLS] ... [SEP] within max_len
+    short = albef.CaptionTokenizer.train(CAPTIONS, vocab_size=200, max_len=6, backend=backend)
+    ids, _ = short.encode(CAPTIONS[0])
+    assert ids.shape == (1, 6) and ids[0, -1] == short.sep_id
+    # an unknown word becomes [UNK] for the word-level vocabulary
+    if backend != "wordpiece":
+        assert t.unk_id in t.encode("a zebra")[0][0].tolist()
+        assert t.tokenize("On grass, a circle") == ["on", "grass", ",", "a", "circle"]
+
+
+def test_tokenizer_is_deterministic():
+    a = albef.CaptionTokenizer.train(CAPTIONS * 3, vocab_size=200)
+    b = albef.CaptionTokenizer.train(list(reversed(CAPTIONS)) * 3, vocab_size=200)
+    assert a.backend in ("wordlevel", "words") and a.vocab == b.vocab and a.fingerprint() == b.fingerprint()
+    # frequent words first (ties alphabetical)
+    assert a.vocab[5] == "a" and a.vocab.index("circle") < a.vocab.index("cyan")
+
+
+# ---------------------------------------------------------------- MLM masking
+def test_mask_tokens_statistics_and_specials(tok):
+    n, L = 4000, 20
+    g = torch.Generator().manual_seed(0)
+    ordinary = tok.ordinary_ids()
+    ids = ordinary[torch.randint(len(ordinary), (n, L), generator=g)]
+    lengths = torch.randint(4, L + 1, (n,), generator=g)
+    pos = torch.arange(L)[None]
+    ids[pos >= lengths[:, None]] = tok.pad_id
+    ids[:, 0] = tok.cls_id
+    ids[torch.arange(n), lengths - 1] = tok.sep_id
+    special = (ids == tok.pad_id) | (ids == tok.cls_id) | (ids == tok.sep_id)
+
+    inputs, labels = albef.mask_tokens(ids, tok, 0.15, torch.Generator().manual_seed(1))
+    chosen = labels != -100
+    assert not (chosen & special).any()                       # special tokens never masked
+    assert torch.equal(inputs[special], ids[special])         # and never changed
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    frac = chosen.sum().item() / (~special).sum().item()
+    assert abs(frac - 0.15) < 0.01
+    c = chosen.sum().item()
+    to_mask = (inputs == tok.mask_id) & chosen
+    same = (inputs == ids) & chosen
+    other = chosen & ~to_mask & ~same
+    assert abs(to_mask.sum().item() / c - 0.8) < 0.02
+    # 10% random words (a random word equals the original with probability 1/|ordinary|)
+    assert abs(other.sum().item() / c - 0.1 * (1 - 1 / len(ordinary))) < 0.015
+    assert abs(same.sum().item() / c - 0.1 - 0.1 / len(ordinary)) < 0.015
+    assert not any(int(i) in tok.special_ids for i in inputs[other])  # replacements are ordinary words
+
+
+# ---------------------------------------------------------------- hard negatives
+def test_hard_negatives_never_pick_the_positive():
+    g = torch.Generator().manual_seed(0)
+    B = 6
+    sim = torch.randn(B, B, generator=g) * 3
+    sim.fill_diagonal_(50.0)  # the positive is by far the most similar: still never drawn
+    for _ in range(300):
+        neg = albef.sample_negatives(sim, B, g)
+        assert (neg != torch.arange(B)).all()
+    # the draws follow softmax(sim) off the diagonal: a dominant off-diagonal entry wins
+    peaked = torch.zeros(B, B)
+    peaked[torch.arange(B), (torch.arange(B) + 1) % B] = 8.0
+    draws = torch.stack([albef.sample_negatives(peaked, B, g) for _ in range(300)])
+    hit = (draws == (torch.arange(B) + 1) % B).float().mean().item()
+    expected = math.exp(8) / (math.exp(8) + B - 2)
+    assert abs(hit - expected) < 0.02
+    # random negatives: uniform over the others, never the positive
+    draws = torch.stack([albef.sample_negatives(None, B, g) for _ in range(600)])
+    assert (draws != torch.arange(B)).all()
+    counts = torch.bincount(draws[:, 0], minlength=B).float() / 600
+    assert counts[0] == 0 and (counts[1:] - 1 / (B - 1)).abs().max() < 0.06
+    # extra positives (two captions of one image) are excluded too
+    pos = torch.eye(B, dtype=torch.bool)
+    pos[0, 1] = pos[1, 0] = True
+    draws = torch.stack([albef.sample_negatives(sim, B, g, pos) for _ in range(200)])
+    assert (draws[:, 0] != 1).all() and (draws[:, 1] != 0).all()
+
+
+# ---------------------------------------------------------------- queue and momentum
+def test_queue_enqueue_dequeue(tok):
+    m = albef.build_model(tiny_cfg(queue_size=8), tok)
+    a, b = F.normalize(torch.randn(4, 8), dim=1), F.normalize(torch.randn(4, 8), dim=1)
+    old = m.image_queue.clone()
+    m.dequeue_and_enqueue(a, b, torch.arange(4))
+    assert int(m.queue_ptr) == 4
+    assert torch.equal(m.image_queue[:, :4], a.T) and torch.equal(m.text_queue[:, :4], b.T)
+    assert torch.equal(m.image_queue[:, 4:], old[:, 4:])
+    assert m.idx_queue[:4].tolist() == [0, 1, 2, 3] and (m.idx_queue[4:] == -100).all()
+    m.dequeue_and_enqueue(b, a)
+    assert int(m.queue_ptr) == 0                       # wrapped around
+    m.dequeue_and_enqueue(-a, -b)                      # overwrites the oldest entries
+    assert torch.equal(m.image_queue[:, :4], -a.T) and torch.equal(m.image_queue[:, 4:], b.T)
+    with pytest.raises(ValueError, match="multiple"):
+        m.dequeue_and_enqueue(a[:3], b[:3])
+
+
+def test_momentum_update_happens_before_the_momentum_forward(tok):
+    m = albef.build_model(tiny_cfg(momentum=0.0, mod_mlm=False), tok).eval()
+    with torch.no_grad():  # the online model moves away from its momentum copy
+        for p in m.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    images, ids, mask = batch(tok)
+    out = m(images, ids, mask, alpha=0.4, generator=torch.Generator().manual_seed(0))
+    # momentum 0: the update copies the online weights; had it run after the momentum
+    # forward, the momentum features would come from the old weights
+    assert torch.allclose(out["image_feat_m"], out["image_feat"], atol=1e-5)
+    assert torch.allclose(out["text_feat_m"], out["text_feat"], atol=1e-5)
+
+
+def test_momentum_update_rule(tok):
+    m = albef.build_model(tiny_cfg(momentum=0.75), tok)
+    with torch.no_grad():
+        for p in m.trainable_parameters():
+            p.add_(torch.randn_like(p))
+    before = {n: p.clone() for n, p in m.visual_encoder_m.named_parameters()}
+    online = dict(m.visual_encoder.named_parameters())
+    albef.momentum_update(m.momentum_pairs(), 0.75)
+    for n, p in m.visual_encoder_m.named_parameters():
+        assert torch.allclose(p, 0.75 * before[n] + 0.25 * online[n])
+        assert not p.requires_grad
+
+
+def test_variant_without_itc_leaves_the_momentum_model_alone(tok):
+    m = albef.build_model(tiny_cfg().variant("mlm_itm"), tok)
+    before = [p.clone() for p in m.text_encoder_m.parameters()]
+    q = m.text_queue.clone()
+    out = m(*batch(tok), alpha=0.4, generator=torch.Generator().manual_seed(0))
+    assert out["itc"].item() == 0 and out["mlm"].item() > 0 and out["itm"].item() > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, m.text_encoder_m.parameters()))
+    assert torch.equal(q, m.text_queue)
+
+
+# ---------------------------------------------------------------- losses
+def test_itc_loss_by_hand():
+    # 2 images, 2 texts, no queue, temperature folded into the similarities
+    s_i2t = torch.tensor([[2.0, 0.5], [1.0, 3.0]])
+    s_t2i = torch.tensor([[1.5, 0.0], [0.2, 0.7]])
+    y = torch.eye(2)
+    lse = lambda a, b: math.log(math.exp(a) + math.exp(b))  # noqa: E731
+    i2t = ((lse(2.0, 0.5) - 2.0) + (lse(1.0, 3.0) - 3.0)) / 2
+    t2i = ((lse(1.5, 0.0) - 1.5) + (lse(0.2, 0.7) - 0.7)) / 2
+    assert albef.itc_loss(s_i2t, s_t2i, y, y).item() == pytest.approx((i2t + t2i) / 2, abs=1e-6)
+    # momentum distillation (eq. 6): soft targets q, alpha 0.4
+    sm = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    t = albef.itc_targets(sm, 0.4)
+    q0 = [1 / (1 + math.e), math.e / (1 + math.e)]
+    assert t[0].tolist() == pytest.approx([0.4 * q0[0] + 0.6, 0.4 * q0[1]], abs=1e-6)
+    assert t[1].tolist() == pytest.approx([0.4 * 0.5, 0.4 * 0.5 + 0.6], abs=1e-6)
+    assert torch.allclose(t.sum(1), torch.ones(2))
+    # = (1 - alpha) * H(y, p) + alpha * H(q, p) for the i2t direction
+    logp = F.log_softmax(s_i2t, 1)
+    q = F.softmax(sm, 1)
+    want = (0.6 * -(logp * y).sum(1) + 0.4 * -(logp * q).sum(1)).mean()
+    got = -(logp * t).sum(1).mean()
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
+    # positives: two captions of image 0 share the target mass
+    pos = torch.tensor([[True, True, False], [False, False, True]])
+    assert albef.itc_targets(torch.zeros(2, 3), 0.0, pos).tolist() == [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]
+
+
+def test_mlm_loss_distillation():
+    logits = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, -100]])
+    soft = torch.tensor([[[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]])
+    logp = F.log_softmax(logits[0, 0], 0)
+    ce = -logp[0].item()
+    distill = -(soft[0, 0] * logp).sum().item()
+    assert albef.mlm_loss(logits, labels).item() == pytest.approx(ce, abs=1e-6)
+    assert albef.mlm_loss(logits, labels, soft, 0.4).item() == pytest.approx(0.6 * ce + 0.4 * distill, abs=1e-6)
+
+
+def test_alpha_warm_up():
+    assert albef.alpha_at(0, 0, 10, 0.4) == 0.0
+    assert albef.alpha_at(0, 5, 10, 0.4) == pytest.approx(0.2)
+    assert albef.alpha_at(0, 10, 10, 0.4) == pytest.approx(0.4)
+    assert albef.alpha_at(1, 0, 10, 0.4) == pytest.approx(0.4)
+    assert albef.alpha_at(3, 7, 10, 0.4) == pytest.approx(0.4)
+
+
+def test_forward_every_variant_and_temperature_clamp(tok):
+    for v in albef.VARIANTS:
+        m = albef.build_model(tiny_cfg().variant(v), tok)
+        with torch.no_grad():
+            m.temp.fill_(0.9)
+        out = m(*batch(tok), alpha=0.4, generator=torch.Generator().manual_seed(0))
+        assert m.temp.item() == pytest.approx(0.5)
+        assert torch.isfinite(out["loss"]) and out["loss"] > 0
+        assert out["loss"].item() == pytest.approx((out["itc"] + out["itm"] + out["mlm"]).item(), rel=1e-6)
+        assert (out["itc"].item() > 0) == albef.VARIANTS[v]["itc"]
+        out["loss"].backward()
+        assert all(p.grad is None for p in m.visual_encoder_m.parameters())
+        assert m.itm_head.weight.grad is not None and m.visual_encoder.patch_embed.proj.weight.grad is not None
+
+
+def test_hard_negative_mining_uses_the_batch_similarity(tok):
+    m = albef.build_model(tiny_cfg(), tok)
+    out = m(*batch(tok), alpha=0.0, generator=torch.Generator().manual_seed(0))
+    assert (out["neg_text"] != torch.arange(4)).all() and (out["neg_image"] != torch.arange(4)).all()
+
+
+# ---------------------------------------------------------------- retrieval
+def test_retrieval_metrics_hand_made():
+    # 3 images, 4 texts; image 0 owns texts 0 and 1, image 1 text 2, image 2 text 3
+    i2t = np.array([[0.1, 0.9, 0.5, 0.0],    # best own text (1) at rank 0
+                    [0.9, 0.8, 0.7, 0.6],    # own text 2 at rank 2
+                    [0.9, 0.8, 0.7, 0.1]])   # own text 3 at rank 3
+    t2i = np.array([[0.2, 0.9, 0.1],         # text 0 -> image 0 at rank 1
+                    [0.9, 0.1, 0.0],         # text 1 -> rank 0
+                    [0.5, 0.4, 0.3],         # text 2 -> image 1 at rank 1
+                    [0.9, 0.5, 0.1]])        # text 3 -> image 2 at rank 2
+    m = albef.retrieval_metrics(i2t, t2i, [[0, 1], [2], [3]], [0, 0, 1, 2])
+    assert m["txt_r1"] == pytest.approx(100 / 3) and m["txt_r5"] == 100 and m["txt_r10"] == 100
+    assert m["img_r1"] == pytest.approx(25.0) and m["img_r5"] == 100
+    assert m["txt_r_mean"] == pytest.approx((100 / 3 + 200) / 3)
+    assert m["r_mean"] == pytest.approx((m["txt_r_mean"] + m["img_r_mean"]) / 2)
+    # 12 images, ranks 0..11 for image i: R@1/5/10 = 1/12, 5/12, 10/12
+    n = 12
+    s = np.zeros((n, n))
+    for i in range(n):
+        order = [j for j in range(n) if j != i]
+        order.insert(i, i)
+        s[i, order] = np.arange(n, 0, -1)
+    m = albef.retrieval_metrics(s, s, [[i] for i in range(n)], list(range(n)))
+    assert [m["txt_r1"], m["txt_r5"], m["txt_r10"]] == pytest.approx([100 / 12, 500 / 12, 1000 / 12])
+
+
+def test_retrieval_scores_shortlist(tok):
+    m = albef.build_model(tiny_cfg(), tok).eval()
+    g = torch.Generator().manual_seed(0)
+    data = albef.PairData((torch.rand(6, 3, 16, 16, generator=g) * 255).to(torch.uint8), CAPTIONS[:6],
+                          np.arange(6), image_size=16)
+    sc = albef.retrieval_scores(m, data, k_test=3, device="cpu")
+    assert sc["sims"].shape == (6, 6) and sc["i2t"].shape == (6, 6) and sc["t2i"].shape == (6, 6)
+    assert ((sc["i2t"] > -100).sum(1) == 3).all() and ((sc["t2i"] > -100).sum(1) == 3).all()
+    top = sc["sims"].topk(3, dim=1).indices
+    assert ((sc["i2t"].gather(1, top)) > -100).all()      # the shortlist is the ITC top-k
+    met = albef.evaluate(m, data, k_test=3, device="cpu")
+    assert 0 <= met["r_mean"] <= 100 and "itc_r_mean" in met
+
+
+def test_gradcam_shapes(tok):
+    m = albef.build_model(tiny_cfg(), tok).eval()
+    img = (torch.rand(3, 16, 16) * 255).to(torch.uint8)
+    tokens, cam, plain, p = albef.gradcam(m, img, CAPTIONS[0])
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    assert cam.shape == (len(tokens), 2, 2) and plain.shape == cam.shape
+    assert (cam >= 0).all() and 0 <= p <= 1
+    total = plain.sum((1, 2))  # each word's attention over 1 + N image tokens sums to 1; [CLS] dropped
+    assert (total > 0).all() and (total < 1).all()
+    assert m.text_encoder.fusion[0].cross_attn.keep_maps is False
+
+
+# ---------------------------------------------------------------- data
+def test_corrupt_captions():
+    caps = [c.replace("On", "on") for c in CAPTIONS] * 25
+    noisy, code = albef.corrupt_captions(caps, 0.4, seed=3)
+    assert abs((code > 0).mean() - 0.4) < 0.01
+    assert (code == 0).sum() == 120 and set(np.unique(code)) == {0, 1, 2}
+    for c, n, k in zip(caps, noisy, code):
+        if k == 0:
+            assert c == n
+        elif k == 1:
+            assert n != c and n in caps
+        else:
+            a, b = c.split(" "), n.split(" ")
+            diff = [(x, y) for x, y in zip(a, b) if x != y]
+            assert len(a) == len(b) and diff
+            for x, y in diff:
+                assert {x.strip(","), y.strip(",")} <= set(COLOR_NAMES) | set(SHAPE_NAMES)
+    again, code2 = albef.corrupt_captions(caps, 0.4, seed=3)
+    assert again == noisy and (code2 == code).all()
+    assert albef.corrupt_captions(caps, 0.0)[0] == caps
+
+
+def test_real_data_missing_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="coco_train.json"):
+        albef.real_data(data_root=tmp_path)
+
+
+def test_official_json_reader(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    for name, color in (("a.png", (255, 0, 0)), ("b.png", (0, 0, 255))):
+        Image.new("RGB", (40, 30), color).save(tmp_path / "imgs" / name)
+    ann = [{"image": "imgs/a.png", "caption": ["A red image.", "Red, red!"]},
+           {"image": "imgs/b.png", "caption": "A blue-ish picture"}]
+    (tmp_path / "test.json").write_text(json.dumps(ann))
+    d = albef._read_json_pairs(tmp_path / "test.json", tmp_path, image_size=16)
+    assert d.captions == ["a red image", "red red", "a blue ish picture"]
+    assert d.image_of.tolist() == [0, 0, 1] and d.img2txt() == [[0, 1], [2]]
+    img = d.load_images([0, 1])
+    assert img.shape == (2, 3, 16, 16) and img.dtype == torch.uint8
+    assert img[0, 0].float().mean() > 250 and img[1, 2].float().mean() > 250
+
+
+def test_parameters_resolve():
+    P = config.resolve("01_albef", profile="smoke")
+    assert list(P.variants) == list(albef.VARIANTS) and P.noise == 0.4
+    cfg = albef.config_from_params(P)
+    assert cfg.queue_size % cfg.batch_size == 0
+    assert albef.albef_config("study").queue_size % albef.albef_config("study").batch_size == 0
+    with pytest.raises(config.ParameterError):
+        config.resolve("01_albef", profile="smoke", variants=["mlm_itm", "nope"])
+    with pytest.raises(config.ParameterError):
+        config.resolve("01_albef", profile="smoke", noise=1.5)
+
+
+def test_tiny_training_run_reduces_the_loss(tok):
+    """A few pre-training steps on 32 pairs: the loss goes down, the alpha warm-up is logged."""
+    g = torch.Generator().manual_seed(0)
+    caps = CAPTIONS * 4
+    imgs = (torch.rand(len(caps), 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    data = albef.PairData(imgs, caps, np.arange(len(caps)), image_size=16)
+    cfg = tiny_cfg(epochs=6, batch_size=8, queue_size=16, lr=3e-3)
+    m = albef.build_model(cfg, tok)
+    h = albef.pretrain(m, data, cfg, device="cpu", log=None)
+    assert len(h.epochs) == 6
+    assert h.epochs[0]["alpha"] == pytest.approx(0.4 * 3 / 4)   # last step of epoch 0: i = 3 of 4
+    assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
+    hf = albef.finetune(m, data, cfg, device="cpu", log=None)
+    assert hf.epochs[0]["train_mlm"] == 0 and hf.epochs[0]["alpha"] == 0
+
+
+def test_noisy_pair_diagnosis(tok):
+    caps = CAPTIONS * 4
+    noisy, code = albef.corrupt_captions(caps, 0.5, seed=0)
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(len(caps), 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    data = albef.PairData(imgs, noisy, np.arange(len(caps)), clean=caps, noise=code, image_size=16)
+    m = albef.build_model(tiny_cfg(), tok).eval()
+    d = albef.noisy_pair_diagnosis(m, data, n=10, pool=8)
+    assert d["n"] == 10 and d["pool"] == 10
+    assert 0 <= d["true_beats_given"] <= 100 and 0 < d["mass_true"] < 1 and 0 < d["mass_given"] < 1
+    p, i = albef.pseudo_targets(m, imgs[:2], caps[:6], k=3)
+    assert p.shape == (2, 3) and (p[:, :-1] >= p[:, 1:]).all() and (p.sum(1) <= 1 + 1e-6).all()
+    clean = albef.PairData(imgs, caps, np.arange(len(caps)), clean=caps, noise=np.zeros(len(caps), int))
+    assert albef.noisy_pair_diagnosis(m, clean)["n"] == 0
+
+
+def test_itm_plateau_probe_runs(tok):
+    caps = CAPTIONS * 4
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(len(caps), 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    data = albef.PairData(imgs, caps, np.arange(len(caps)), image_size=16)
+    curves = albef.itm_plateau_probe(data, tok, tiny_cfg(batch_size=8, queue_size=16), steps=4, pool=16, every=2)
+    assert list(curves) == list(albef.ITM_PROBES) and all(len(c) == 2 for c in curves.values())
+    assert all(0 < x < 5 for c in curves.values() for x in c)
