@@ -928,7 +928,7 @@ def cls_attention(model: VisionTransformer, images: torch.Tensor, head: str | No
     was_training = model.training
     model.eval()
     try:
-        attns = model.get_attention(images)
+        attns = model.get_attention(images.to(next(model.parameters()).device))
     finally:
         model.train(was_training)
     a = torch.stack([x.float().cpu() for x in attns])  # (L, B, H, N, N)

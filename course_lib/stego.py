@@ -459,12 +459,18 @@ class Run:
     seconds: float
     cfg: RunConfig
 
+    @property
+    def device(self) -> torch.device:
+        """Where the probes (and the head) live: the device they were trained on."""
+        return self.cluster.centres.device
+
     def code(self, feats: torch.Tensor) -> torch.Tensor:
-        """Eval-mode code of features (the raw features when there is no head)."""
+        """Eval-mode code of features (the raw features when there is no head), on the
+        features' device."""
         if self.head is None:
             return feats
         self.head.eval()
-        return self.head(feats)[1]
+        return self.head(feats.to(self.device))[1].to(feats.device)
 
 
 def train_run(feats: torch.Tensor, labels: torch.Tensor, knn: torch.Tensor | None, num_classes: int,
@@ -629,12 +635,14 @@ def dense_crf(images: torch.Tensor, logits: torch.Tensor | Sequence[torch.Tensor
 
 @torch.no_grad()
 def predict(run: Run, feats: torch.Tensor, images: torch.Tensor, crf: dict | None = None,
-            batch_size: int = 32, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+            batch_size: int = 32, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel cluster ids and linear-probe classes (N, S, S) of images with features
     ``feats``. As the official evaluation: the code is upsampled to the image's size, then the
     probes run; with ``crf`` (keyword arguments of :func:`dense_crf`) the probabilities
-    (cluster: softmax(2 cos), linear: softmax(logits)) are refined first."""
+    (cluster: softmax(2 cos), linear: softmax(logits)) are refined first. ``device``: default
+    the run's own (where it was trained)."""
     S = images.shape[-2:]
+    device = run.device if device is None else device
     clusters, classes = [], []
     for s in range(0, len(feats), batch_size):
         f = feats[s:s + batch_size].to(device, torch.float32)
@@ -648,7 +656,7 @@ def predict(run: Run, feats: torch.Tensor, images: torch.Tensor, crf: dict | Non
 
 
 def evaluate(run: Run, feats: torch.Tensor, data: SegData, crf: dict | None = None,
-             device: torch.device | str = "cpu") -> dict[str, Any]:
+             device: torch.device | str | None = None) -> dict[str, Any]:
     """Table 1's four numbers (%): unsupervised (cluster probe, Hungarian-matched over the
     whole split) accuracy and mIoU, linear-probe accuracy and mIoU; plus the matched confusion."""
     clusters, classes = predict(run, feats, data.images, crf, device=device)
@@ -995,7 +1003,7 @@ def colorize(labels: torch.Tensor, num_classes: int):
     return pal[lab]
 
 
-def cluster_to_class(run: Run, feats_eval: torch.Tensor, data: SegData, device="cpu") -> np.ndarray:
+def cluster_to_class(run: Run, feats_eval: torch.Tensor, data: SegData, device=None) -> np.ndarray:
     """Hungarian assignment of ``run``'s clusters to classes on the evaluation split."""
     clusters, _ = predict(run, feats_eval, data.images, None, device=device)
     return hungarian(confusion(clusters, data.labels, run.cluster.centres.shape[0], data.num_classes))
@@ -1058,7 +1066,7 @@ def plot_segmentations(data: SegData, preds: dict[str, torch.Tensor], indices: S
 
 
 def class_predictions(run: Run, feats: torch.Tensor, data: SegData, crf: dict | None = None,
-                      assign: np.ndarray | None = None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+                      assign: np.ndarray | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(cluster probe mapped to classes by the Hungarian assignment, linear probe) label maps."""
     clusters, classes = predict(run, feats, data.images, crf, device=device)
     if assign is None:

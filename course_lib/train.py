@@ -511,14 +511,16 @@ def _rng_state(loader) -> dict:
 
 
 def _set_rng_state(state: dict, loader) -> None:
+    # generator states must be CPU ByteTensors; a checkpoint loaded with map_location=cuda has
+    # moved them to the GPU
     random.setstate(_as_tuples(state["python"]))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     for g, s in zip(_loader_generators(loader), state["loader"]):
-        g.set_state(s)
+        g.set_state(s.cpu())
 
 
 def _as_tuples(x):

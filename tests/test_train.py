@@ -63,7 +63,7 @@ def config(**kw):
 
 
 def flat(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
 
 
 class Recorder(nn.Module):
@@ -74,7 +74,7 @@ class Recorder(nn.Module):
         self.calls = []
 
     def forward(self, inputs, outputs, targets):
-        self.calls.append((inputs.detach().clone(), outputs, targets.detach().clone()))
+        self.calls.append((inputs.detach().cpu().clone(), outputs, targets.detach().cpu().clone()))
         if targets.ndim == 2:
             return torch.sum(-targets * F.log_softmax(outputs.float(), -1), -1).mean()
         return F.cross_entropy(outputs.float(), targets)
@@ -255,7 +255,7 @@ class TeacherLoss(nn.Module):
         self.seen = []
 
     def forward(self, inputs, outputs, targets):
-        self.seen.append((inputs.detach().clone(), targets.detach().clone()))
+        self.seen.append((inputs.detach().cpu().clone(), targets.detach().cpu().clone()))
         with torch.no_grad():
             t = self.teacher(inputs).softmax(-1)
         base = torch.sum(-targets * F.log_softmax(outputs, -1), -1).mean()
