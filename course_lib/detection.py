@@ -566,12 +566,15 @@ class ConvBackbone(nn.Module):
 # detector
 
 
+# Bump when a change here (heads, transforms, losses) changes what a cached detector would be.
+PIPELINE_VERSION = 2  # 2: slim Mask R-CNN heads pool 7x7 RoIs for masks (14x14 masks), not 14x14
+
 SLIM_HEADS = dict(box_convs=0, box_fc=128, mask_convs=2, mask_dim=64, rpn_convs=1,
                   box_batch=32, rpn_pre_nms_top_n=200, rpn_post_nms_top_n=100, roi_size=7,
-                  detections=32)
+                  detections=32, mask_roi_size=7)
 DEFAULT_HEADS = dict(box_convs=0, box_fc=1024, mask_convs=4, mask_dim=256, rpn_convs=1,
                      box_batch=512, rpn_pre_nms_top_n=None, rpn_post_nms_top_n=None, roi_size=7,
-                     detections=100)
+                     detections=100, mask_roi_size=14)
 
 
 @torch.no_grad()
@@ -627,12 +630,15 @@ def build_detector(backbone: nn.Module, num_classes: int, masks: bool = True,
     to them. ``num_classes`` excludes the background. ``image_size``: the transform's
     ``min_size = max_size`` (no resizing of the world's square images; real images are scaled
     so the longer side is ``image_size``). ``heads``: ``"slim"`` (TwoMLPHead 128-d, 32 sampled
-    RoIs per image, RPN top-n 200 before / 100 after NMS, 2 x 64-ch mask convs, at most 32
+    RoIs per image, RPN top-n 200 before / 100 after NMS, 2 x 64-ch mask convs on 7 x 7 RoIs, i.e.
+    14 x 14 masks (an object of the 64 px world is 18-35 px wide, so a 14 x 14 mask is close to its own
+    resolution; 28 x 28 masks cost 1.6x the training time and 1.5x the evaluation), at most 32
     detections per image: the world has <= 16 objects and Mask R-CNN pastes every detection's
     mask one by one on the CPU), ``"default"``
     (torchvision's) or a dict overriding slim keys: ``box_convs`` (conv layers before the box
     FC, the 4conv1fc head of Mask R-CNN when 4), ``box_fc``, ``mask_convs``, ``mask_dim``,
     ``rpn_convs``, ``box_batch``, ``rpn_pre_nms_top_n``, ``rpn_post_nms_top_n``, ``roi_size``,
+    ``mask_roi_size`` (the mask head's RoIAlign output; masks are twice that),
     ``detections``.
     Other keyword arguments go to the torchvision constructor.
     """
@@ -682,7 +688,7 @@ def build_detector(backbone: nn.Module, num_classes: int, masks: bool = True,
     if not masks:
         model = FasterRCNN(backbone, **kw)
     else:
-        kw.setdefault("mask_roi_pool", MultiScaleRoIAlign(names, output_size=2 * r, sampling_ratio=2))
+        kw.setdefault("mask_roi_pool", MultiScaleRoIAlign(names, output_size=h["mask_roi_size"], sampling_ratio=2))
         kw.setdefault("mask_head", MaskRCNNHeads(C, [h["mask_dim"]] * h["mask_convs"], 1))
         kw.setdefault("mask_predictor", MaskRCNNPredictor(h["mask_dim"], h["mask_dim"], num_classes + 1))
         model = MaskRCNN(backbone, **kw)
@@ -1000,8 +1006,8 @@ def cached_detector(name: str, config: dict, build: Callable[[], nn.Module],
     """Train a detector once and reuse it: ``(model, history, CacheInfo)``.
 
     ``course_lib.train.cached_model`` does the work (file ``<cache_dir>/<name>-<key>.pt``, the
-    key a hash of ``name``, ``config`` and the course_lib version); the :class:`DetHistory` is
-    kept in the file's metadata and restored on a cache hit. ``force=True`` retrains.
+    key a hash of ``name``, ``config``, :data:`PIPELINE_VERSION` and the course_lib version);
+    the :class:`DetHistory` is kept in the file's metadata and restored on a cache hit. ``force=True`` retrains.
     """
     from .train import cached_model
 
@@ -1011,6 +1017,7 @@ def cached_detector(name: str, config: dict, build: Callable[[], nn.Module],
         return {"det_history": hist.to_dict() if hist is not None else None,
                 "other": None if hist is not None else result}
 
+    config = {**config, "pipeline": PIPELINE_VERSION}
     model, info = cached_model(name, config, build, _train, force=force, cache_dir=cache_dir)
     res = info.result or {}
     hist = DetHistory.from_dict(res["det_history"]) if res.get("det_history") else None
