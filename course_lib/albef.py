@@ -842,16 +842,11 @@ def world_config(profile: str = "study", **overrides):
     """The world notebook 01 trains on: one or two objects of 6 shapes, of 8 colours and 3 sizes,
     on 8 kinds of texture; the renderer's caption names them, their relation and the background.
     Calibrated in ``benchmarks/calibrate_albef.py``."""
-    from .world import WorldConfig
+    from .world import for_profile
 
-    base = dict(num_images=3000, eval_images=1000, image_size=32, num_classes=6, objects=(1, 2),
-                scale=(0.4, 0.75), occlusion=0.0, bg_contrast=0.5, split_bg=0.0, seed=0)
-    if profile == "smoke":
-        base.update(num_images=256, eval_images=128)
-    elif profile not in ("study", "paper"):
-        raise config.ParameterError(f"profile {profile!r}; allowed: smoke, study, paper")
-    base.update(overrides)
-    return WorldConfig(**base)
+    study = dict(num_images=3000, eval_images=1000, image_size=32, num_classes=6, objects=(1, 2),
+                 scale=(0.4, 0.75), occlusion=0.0, bg_contrast=0.5, split_bg=0.0, seed=0)
+    return for_profile(profile, study, {"smoke": dict(num_images=256, eval_images=128)}, **overrides)
 
 
 def albef_config(profile: str = "study", **overrides) -> ALBEFConfig:
@@ -1395,8 +1390,8 @@ def gradcam(model: ALBEF, image_u8: torch.Tensor, caption: str, layer: int = 0, 
 # ==============================================================================================
 # Notebook parameters
 # ==============================================================================================
-def _by_profile(name: str) -> dict[str, Any]:
-    return {p: getattr(albef_config(p), name) for p in ("smoke", "study", "paper")}
+def _by_profile(field: str) -> dict[str, Any]:
+    return config.per_profile(albef_config, field)
 
 
 config.register("01_albef", {

@@ -159,6 +159,13 @@ def specs_for(notebook: str) -> dict[str, Param]:
     return {**COMMON, **_REGISTRY[notebook]}
 
 
+def per_profile(recipe: Callable[[str], Any], field: str) -> dict[str, Any]:
+    """A parameter's per-profile default read off a recipe factory (``recipe(profile)`` returns
+    a config object): ``{profile: getattr(recipe(profile), field)}``, so a notebook's parameter
+    and its recipe cannot disagree."""
+    return {p: getattr(recipe(p), field) for p in PROFILES}
+
+
 def resolve_profile(profile: str | None) -> str:
     """``COURSE_PROFILE`` (when set) overrides the notebook's own default profile."""
     env = os.environ.get("COURSE_PROFILE")

@@ -84,12 +84,9 @@ def world_config(profile: str = "study", **overrides) -> WorldConfig:
     rare / common / frequent exist. ``smoke`` and ``paper`` share the study world and change
     only the number of images.
     """
-    if profile not in _WORLD_PROFILES:
-        raise ValueError(f"profile {profile!r}: allowed {tuple(_WORLD_PROFILES)}")
-    kw = dict(_WORLD_PROFILES["study"])
-    kw.update(_WORLD_PROFILES[profile])
-    kw.update(overrides)
-    return WorldConfig(**kw)
+    from .world import for_profile
+
+    return for_profile(profile, _WORLD_PROFILES["study"], _WORLD_PROFILES, **overrides)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -679,16 +679,11 @@ def world_config(profile: str = "study", **overrides):
     """The world notebook 06 pretrains on: several objects of ``num_classes`` shapes over two kinds
     of "stuff" (real textures), so that images have objects to find and STEGO (notebook 11) has
     semantic classes (``WorldData.semantic``). Calibrated in ``benchmarks/calibrate_dino.py``."""
-    from .world import WorldConfig
+    from .world import for_profile
 
-    base = dict(num_images=4000, eval_images=1000, image_size=32, num_classes=6, objects=(1, 2),
-                scale=(0.5, 0.8), occlusion=0.0, clutter=0, bg_contrast=0.1, split_bg=0.5, seed=0)
-    if profile == "smoke":
-        base.update(num_images=512, eval_images=256)
-    elif profile not in ("study", "paper"):
-        raise config.ParameterError(f"profile {profile!r}; allowed: smoke, study, paper")
-    base.update(overrides)
-    return WorldConfig(**base)
+    study = dict(num_images=4000, eval_images=1000, image_size=32, num_classes=6, objects=(1, 2),
+                 scale=(0.5, 0.8), occlusion=0.0, clutter=0, bg_contrast=0.1, split_bg=0.5, seed=0)
+    return for_profile(profile, study, {"smoke": dict(num_images=512, eval_images=256)}, **overrides)
 
 
 def dino_config(profile: str = "study", **overrides) -> DINOConfig:
@@ -941,8 +936,8 @@ def foreground_masks(data, indices: Sequence[int] | torch.Tensor | None = None) 
 # Notebook parameters
 
 
-def _by_profile(field_name: str) -> dict[str, Any]:
-    return {p: getattr(dino_config(p), field_name) for p in ("smoke", "study", "paper")}
+def _by_profile(field: str) -> dict[str, Any]:
+    return config.per_profile(dino_config, field)
 
 
 config.register("06_dino", {

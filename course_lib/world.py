@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -150,6 +150,21 @@ class WorldConfig:
 
 WORLD_VERSION = 1
 SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+
+
+def for_profile(profile: str, study: Mapping[str, Any], changes: Mapping[str, Mapping[str, Any]] | None = None,
+                **overrides: Any) -> WorldConfig:
+    """A notebook's world for a profile: the ``study`` world's fields, updated with
+    ``changes[profile]`` (e.g. fewer images in ``smoke``), then with ``overrides``. An unknown
+    profile is a ``ParameterError`` (a ``ValueError``) that names the allowed ones."""
+    from .config import PROFILES, ParameterError
+
+    if profile not in PROFILES:
+        raise ParameterError(f"profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    kw = dict(study)
+    kw.update((changes or {}).get(profile, {}))
+    kw.update(overrides)
+    return WorldConfig(**kw)
 
 
 def frequency_tiers(counts: Sequence[int]) -> list[str]:
