@@ -197,3 +197,36 @@ def test_paper_numbers_are_consistent():
         assert abs(100 * row["trained_m"] / row["params_m"] - row["trained_pct"]) < 0.2
     t1 = fb.PAPER["table1"]
     assert t1["R101 + FPN"]["frozen"] - t1["R101 + FPN"]["finetune"] == pytest.approx(-6.5)
+
+
+def _fake_runs(box: dict, masks: bool):
+    from types import SimpleNamespace as NS
+
+    def run(s, c):
+        b = box[(s, c)]
+        summary = {"bbox": {"AP": b}, **({"segm": {"AP": b / 2}} if masks else {})}
+        metrics = NS(summary=summary, tiers={"bbox": {"rare": b, "common": b, "frequent": b}})
+        return NS(strategy=s, capacity=c, seed=0, metrics=metrics, params={"trained": 1, "total": 2},
+                  memory={"total": 10.0 if s in ("frozen", "adapters") else 20.0}, images_per_s=50.0)
+
+    return {k: [run(*k)] for k in box}
+
+
+def test_mask_claims_judge_mask_ap_with_the_box_rules():
+    P = config.resolve("08_frozen_backbones", "smoke")
+    box = {("scratch", "low"): 8.0, ("finetune", "low"): 20.0, ("frozen", "low"): 13.0,
+           ("scratch", "high"): 14.0, ("finetune", "high"): 24.0, ("frozen", "high"): 28.0,
+           ("adapters", "high"): 28.4}
+    for masks in (True, False):
+        rec = fb.recorder(P)
+        rec.save = lambda *a, **k: None
+        fb.record_results(P, {"runs": _fake_runs(box, masks)}, rec)
+        c = {x.id: x for x in rec.claims}
+        if not masks:
+            assert not any(k.endswith("_mask") for k in c)
+            continue
+        assert c["frozen_low_mask"].ours == 6.5 and c["frozen_low_mask"].verdict == "reproduced"   # 6.5 < 10
+        assert c["finetune_high_mask"].ours == 12.0 and c["finetune_high_mask"].verdict == "reproduced"  # > 7
+        assert c["frozen_high_mask"].ours == 14.0 and c["frozen_high_mask"].verdict == "reproduced"  # > 12 + 1
+        assert c["adapters_high_mask"].verdict == "inconclusive"  # 14.2 vs 14.0: within the 1-point margin
+        assert c["frozen_high"].verdict == "reproduced" and c["frozen_high"].ours == 28.0
