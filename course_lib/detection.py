@@ -41,7 +41,7 @@ import io
 import math
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -53,6 +53,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from . import paths
+from .train import History
 from .world import (FREQUENCY_TIERS, WORLD_MEAN, WORLD_STD, WorldConfig, WorldData,
                     frequency_tiers, load_world)
 
@@ -781,27 +782,13 @@ LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
 
 
 @dataclass
-class DetHistory:
+class DetHistory(History):
     """Per-epoch records (``epoch``, ``step``, ``loss`` and every term of the loss dict,
     ``lr``, ``time_s``, ``images_per_s``, ``peak_mem_mb``, ``skipped_steps``) and per-step
     ``steps`` (``step``, ``loss``, ``lr``). ``peak_mem_mb``: CUDA ``max_memory_allocated`` in
     the epoch; on the CPU the epoch's peak RSS above the RSS at its start (Linux, the peak is
-    reset per epoch through ``/proc/self/clear_refs``; NaN elsewhere)."""
-
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    steps: dict[str, list[float]] = field(default_factory=lambda: {"step": [], "loss": [], "lr": []})
-
-    def as_dataframe(self):
-        import pandas as pd
-
-        df = pd.DataFrame(self.epochs)
-        return df.set_index("epoch") if "epoch" in df else df
-
-    def last(self, key: str, default: float = float("nan")) -> float:
-        for rec in reversed(self.epochs):
-            if key in rec and rec[key] == rec[key]:
-                return rec[key]
-        return default
+    reset per epoch through ``/proc/self/clear_refs``; NaN elsewhere). ``as_dataframe``,
+    ``last``, ``to_dict`` and ``from_dict`` come from :class:`course_lib.train.History`."""
 
     @property
     def train_seconds(self) -> float:
@@ -811,15 +798,6 @@ class DetHistory:
     def images_per_s(self) -> float:
         n = sum(r.get("images", 0) for r in self.epochs)
         return n / max(self.train_seconds, 1e-9)
-
-    def to_dict(self) -> dict:
-        return {"epochs": [dict(r) for r in self.epochs],
-                "steps": {k: list(v) for k, v in self.steps.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DetHistory":
-        return cls(epochs=[dict(r) for r in d["epochs"]],
-                   steps={k: list(v) for k, v in d["steps"].items()})
 
     def plot(self, ax=None):
         """Loss per step (thin) and per epoch (dots) by term; returns the figure."""
