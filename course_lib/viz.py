@@ -10,12 +10,17 @@ back into the notebook, through ``get_attentions``). Conventions:
   order. ``grid=None`` assumes a square grid.
 * ``index`` picks the image of a batch (default 0).
 
-Every figure function returns a :class:`matplotlib.figure.Figure`; widgets always also draw one
-static figure, so a headless (papermill) run of a notebook still shows a picture.
+Every figure function returns a :class:`matplotlib.figure.Figure`; widgets always also build one
+static figure for their default values (``.static_figure``), and display it only where no front
+end can show the widget (:func:`headless`: papermill/CI with ``COURSE_HEADLESS=1``, the Agg
+backend, no kernel), so a headless run of a notebook still shows a picture and JupyterLab shows
+the live widget alone.
 """
 from __future__ import annotations
 
+import copy
 import math
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -37,6 +42,8 @@ __all__ = [
     "show_grid",
     "plot_attention_heads",
     "heatmap",
+    "panel_problems",
+    "headless",
     "interact_with_fallback",
     "static_fallback",
     "attention_explorer",
@@ -227,19 +234,19 @@ def denormalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]
 def to_image(image) -> np.ndarray:
     """An image as a float numpy array in [0, 1], ``(H, W, 3)`` or ``(H, W)`` for grey.
 
-    Accepts a torch ``(C, H, W)`` tensor in [0, 1], a numpy ``(H, W, C)`` array (uint8 or float
-    in [0, 1]), a channels-first numpy array, a ``(H, W)`` grey image or a PIL image.
+    Accepts a torch ``(C, H, W)`` tensor or a numpy ``(H, W, C)`` array, each uint8 (0-255) or
+    float in [0, 1], a channels-first numpy array, a ``(H, W)`` grey image or a PIL image.
     """
     if isinstance(image, torch.Tensor):
-        a = image.detach().float().cpu()
-        if a.ndim == 3:
-            a = a.permute(1, 2, 0)
-        a = a.numpy()
-    else:
-        a = np.asarray(image)
-        if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-            a = a.transpose(1, 2, 0)
-        a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+        # channels first, like torchvision; uint8 is scaled like numpy uint8 below
+        image = image.detach().cpu()
+        image = (image if image.dtype == torch.uint8 else image.float()).numpy()
+        if image.ndim == 3:
+            image = image.transpose(1, 2, 0)
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 3 and a.shape[-1] == 4:
@@ -410,6 +417,63 @@ def heatmap(matrix, *, ax=None, annot: bool = True, fmt: str = ".2f", cmap: str 
 
 
 # --------------------------------------------------------------------------------------------
+# a static check of what a figure shows
+# --------------------------------------------------------------------------------------------
+def _image_problem(im) -> str | None:
+    """What is wrong with one ``AxesImage`` as a person would see it, or ``None``."""
+    a = im.get_array()
+    if a is None or np.size(a) == 0:
+        return "no image data"
+    data = np.ma.getdata(a).astype(np.float64)
+    hidden = np.ma.getmaskarray(a) | ~np.isfinite(data)
+    if data.ndim == 3:  # RGB(A): matplotlib clips floats to [0, 1] and integers to [0, 255]
+        rgb, hidden = data[..., :3], hidden[..., :3]
+        if np.issubdtype(np.asarray(np.ma.getdata(a)).dtype, np.integer):
+            rgb = rgb / 255.0
+        shown = rgb[~hidden]
+        if shown.size == 0:
+            return "all pixels are NaN or masked"
+        outside = float(((shown < -1e-3) | (shown > 1 + 1e-3)).mean())
+        if outside > 0.01:
+            return (f"{outside:.0%} of the RGB values lie outside [0, 1] (range {shown.min():.3g}"
+                    f"..{shown.max():.3g}): matplotlib clips them, e.g. to white")
+        if data.shape[-1] == 4 and float(np.nanmax(data[..., 3])) <= 0:
+            return "fully transparent"
+        pixels = np.clip(rgb, 0, 1).reshape(-1, 3)
+        white = float((pixels.min(axis=1) >= 0.999).mean())
+        if white > 0.95:
+            return f"{white:.0%} of the pixels are pure white (an image scaled as 0-255 and clipped?)"
+        shown = np.clip(shown, 0, 1)
+    else:
+        values = np.ma.masked_array(data, hidden)
+        if values.count() == 0:
+            return "all pixels are NaN or masked"
+        norm = copy.copy(im.norm)
+        if not norm.scaled():
+            norm.autoscale_None(values)
+        shown = np.ma.compressed(np.clip(np.ma.asarray(norm(values)), 0, 1))
+    if shown.size and float(shown.max() - shown.min()) < 1e-6:
+        return f"a blank panel: every pixel shows the same value ({float(shown.flat[0]):.3g} of the colour range)"
+    return None
+
+
+def panel_problems(fig: Figure) -> list[str]:
+    """The image panels (``imshow``) of ``fig`` that a person would see as blank: constant, all
+    NaN, fully transparent, or clipped (e.g. float RGB in 0-255 shown as white). Returns one line
+    per bad panel, naming its axes (and title); ``[]`` when every panel shows something. The
+    notebook tests run this on every figure a notebook draws."""
+    problems = []
+    for i, ax in enumerate(fig.axes):
+        for im in ax.get_images():
+            problem = _image_problem(im)
+            if problem:
+                title = ax.get_title() or (fig._suptitle.get_text() if fig._suptitle else "")
+                where = f"axes {i}" + (f" ({title!r})" if title else "")
+                problems.append(f"{where}: {problem}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
 # widgets with a static fallback
 # --------------------------------------------------------------------------------------------
 def _ipython():
@@ -418,6 +482,36 @@ def _ipython():
     except ImportError:  # pragma: no cover
         return None
     return get_ipython()
+
+
+_TRUE = ("1", "true", "yes", "on")
+_NON_INTERACTIVE = ("agg", "cairo", "pdf", "pgf", "ps", "svg", "template")
+
+
+def headless() -> bool:
+    """True where no front end can show a live widget, so a static figure must stand in for it.
+
+    That is: the environment variable ``COURSE_HEADLESS`` is set to a true value (``1``;
+    ``make run``/``make record``, CI and the notebook tests set it, see ``tools/nbclean.py``
+    ``smoke_env``), or matplotlib's backend is non-interactive and not inline (``Agg``, ``pdf``,
+    ...; ``MPLBACKEND=Agg``), or there is no IPython kernel (a script, pytest, a terminal
+    IPython). False in a JupyterLab/Notebook kernel with the inline (or another interactive)
+    backend. Widgets (:func:`interact_with_fallback`) and ``train.fit``'s live loss plot ask it.
+    """
+    if os.environ.get("COURSE_HEADLESS", "").strip().lower() in _TRUE:
+        return True
+    backend = str(plt.get_backend()).lower()
+    if "inline" not in backend and backend.removeprefix("module://") in _NON_INTERACTIVE:
+        return True
+    shell = _ipython()
+    return shell is None or getattr(shell, "kernel", None) is None
+
+
+def _no_continuous_update(widget) -> None:
+    """Sliders and text boxes send their value on release / Enter / leaving the box, not on
+    every pixel or keystroke (each value change redraws a figure, which may be expensive)."""
+    if hasattr(widget, "has_trait") and widget.has_trait("continuous_update"):
+        widget.continuous_update = False
 
 
 def _headless_backend() -> bool:
@@ -439,11 +533,15 @@ def interact_with_fallback(fn: Callable[..., Any], /, *, display_widget: bool = 
     """``ipywidgets.interactive(fn, **controls)`` plus one static figure for the defaults.
 
     ``fn`` draws a matplotlib figure (returning it or leaving it open). It is called once with
-    the controls' default values and the figure is displayed as an ordinary output, so a
-    headless run (papermill, nbval, a rendered notebook on GitHub) still shows a picture; then
-    the live widget is displayed. Returns the widget; its ``static_figure`` attribute holds the
-    static figure (``None`` if ``fn`` drew nothing) and ``snapshot()`` calls ``fn`` with the
-    current control values (to save the view someone chose).
+    the controls' default values; that figure is displayed as an ordinary output only when
+    :func:`headless` (``COURSE_HEADLESS=1`` as in ``make run``/CI, the Agg backend, no kernel),
+    so a headless run (papermill, nbval, a rendered notebook on GitHub) still shows a picture,
+    while JupyterLab shows the live widget alone. Then the live widget is displayed. Sliders and
+    text boxes get ``continuous_update=False``: ``fn`` runs when a slider is released or a text
+    box gets Enter (or loses focus), not on every step or keystroke.
+    Returns the widget; its ``static_figure`` attribute holds the static figure (``None`` if
+    ``fn`` drew nothing; built in every case) and ``snapshot()`` calls ``fn`` with the current
+    control values (to save the view someone chose).
     """
     import ipywidgets
     from IPython.display import display
@@ -457,6 +555,8 @@ def interact_with_fallback(fn: Callable[..., Any], /, *, display_widget: bool = 
         # returning None: the inline backend shows the open figure once, inside the widget
 
     widget = ipywidgets.interactive(live, **controls)
+    for c in widget.kwargs_widgets:  # also the ones interactive made from (min, max, step)
+        _no_continuous_update(c)
     defaults = {
         c._kwarg: (c.get_interact_value() if hasattr(c, "get_interact_value") else c.value)
         for c in widget.kwargs_widgets
@@ -464,8 +564,9 @@ def interact_with_fallback(fn: Callable[..., Any], /, *, display_widget: bool = 
     before = set(plt.get_fignums())
     figs = _new_figures(before, fn(**defaults))
     shell = _ipython()
+    show_static = shell is not None and headless()  # a front end with widgets needs no copy
     for f in figs:
-        if shell is not None:
+        if show_static:
             display(f)
         plt.close(f)  # shown once; the Figure object stays usable
     widget.static_figure = figs[0] if figs else None
@@ -567,7 +668,7 @@ def attention_explorer(
         "head": W.Dropdown(options=head_opts, value="mean", description="head"),
         "threshold": W.Dropdown(options=thr_opts, value=thr_opts[0][1], description="threshold"),
         "opacity": W.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05,
-                                 description="opacity"),
+                                 description="opacity", continuous_update=False),
     }
     if tokens and len(tokens) > 1:
         controls["token"] = W.Dropdown(options=list(tokens.items()),

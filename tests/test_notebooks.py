@@ -30,6 +30,7 @@ NB_DIR = Path(os.environ.get("COURSE_NOTEBOOKS_DIR", REPO / "notebooks"))
 NOTEBOOKS = sorted(p for p in NB_DIR.glob("*.ipynb") if not p.name.startswith("."))
 SHARED_CHECKER = REPO.parent / "shared" / "tools" / "check_notebooks.py"
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
+FIGURE_CHECK = Path(__file__).with_name("figure_check.py")
 # seconds one notebook may take under nbval before its run is killed (smoke aims at ~60 s)
 NB_TIMEOUT = int(os.environ.get("COURSE_NB_TIMEOUT", "840"))
 notebook_timeout = pytest.mark.timeout(NB_TIMEOUT + 120)
@@ -165,6 +166,7 @@ class Run:
     seconds: float
     output: str
     results: Path
+    figures: Path  # JSON lines of tests/figure_check.py: the figures each cell drew
 
 
 _RUNS: dict[Path, Run] = {}
@@ -181,7 +183,14 @@ def run_notebook(path: Path, smoke_dirs) -> Run:
     if path in _RUNS:
         return _RUNS[path]
     results, cache = smoke_dirs
-    env = {**os.environ, **nbclean.smoke_env(results, cache)}
+    figcheck = results / f"{path.stem}.figcheck.jsonl"
+    ipython_dir = results / f"{path.stem}.ipython"
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "50-course-figure-check.py").write_text(FIGURE_CHECK.read_text())
+    figcheck.unlink(missing_ok=True)
+    env = {**os.environ, **nbclean.smoke_env(results, cache),
+           "IPYTHONDIR": str(ipython_dir), "COURSE_FIGCHECK_LOG": str(figcheck)}
     cmd = [sys.executable, "-m", "pytest", str(path), "--nbval-lax", "--nbval-current-env",
            "-p", "no:cacheprovider", "-q", "--color=no", "--nbval-kernel-startup-timeout", "180",
            "--timeout", str(NB_TIMEOUT)]
@@ -199,7 +208,7 @@ def run_notebook(path: Path, smoke_dirs) -> Run:
         output, _ = proc.communicate()
         rc = -9
         output = (output or "") + f"\n[killed after {NB_TIMEOUT + 60} s]"
-    run = Run(rc, time.perf_counter() - t0, output, results / path.stem / "smoke.json")
+    run = Run(rc, time.perf_counter() - t0, output, results / path.stem / "smoke.json", figcheck)
     _RUNS[path] = run
     return run
 
@@ -213,6 +222,25 @@ def test_notebook_runs(path, smoke_dirs, record_property):
     print(f"{path.name}: {run.seconds:.1f} s in the smoke profile")
     if run.rc != 0:
         pytest.fail(f"nbval failed (rc {run.rc}) for {path.name}:\n{run.output[-6000:]}", pytrace=False)
+
+
+@pytest.mark.notebook
+@notebook_timeout
+@each_notebook
+def test_notebook_figures(path, smoke_dirs):
+    """Every image panel of every figure the notebook drew shows something (not blank, NaN,
+    transparent or clipped to white): see ``tests/figure_check.py``."""
+    run = run_notebook(path, smoke_dirs)
+    if run.rc != 0:
+        pytest.skip("the notebook did not run (see test_notebook_runs)")
+    assert run.figures.is_file(), f"the figure check did not start in the kernel ({run.figures})"
+    entries = [json.loads(line) for line in run.figures.read_text().splitlines()]
+    assert entries and entries[0].get("installed"), "the figure check did not start in the kernel"
+    cells = [e for e in entries if "cell" in e]
+    bad = [f"cell [{e['cell']}] `{e['first_line']}`: {p}" for e in cells for p in e["problems"]]
+    panels = sum(e["panels"] for e in cells)
+    print(f"{path.name}: {sum(e['figures'] for e in cells)} figures, {panels} image panels checked")
+    assert not bad, f"{len(bad)} blank or clipped image panel(s) in {path.name}:\n" + "\n".join(bad)
 
 
 @pytest.mark.notebook

@@ -146,6 +146,17 @@ def test_upsample():
     assert isinstance(viz.upsample(m.numpy(), 8), np.ndarray)
 
 
+def test_to_image_scales_uint8_of_torch_and_numpy_alike():
+    """torch uint8 images (world renders, photos) were shown unscaled: all white (06_dino)."""
+    hwc = np.random.default_rng(0).integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
+    chw = torch.from_numpy(hwc).permute(2, 0, 1).contiguous()
+    expected = hwc.astype(np.float32) / 255.0
+    np.testing.assert_allclose(viz.to_image(chw), expected)
+    np.testing.assert_allclose(viz.to_image(hwc), expected)
+    assert viz.to_image(chw).std() > 0.1  # not clipped to a constant white
+    assert viz.to_image(torch.rand(3, 4, 4, dtype=torch.bfloat16)).dtype == np.float32
+
+
 def test_to_image_formats():
     chw = torch.rand(3, 8, 10)
     np.testing.assert_allclose(viz.to_image(chw), chw.permute(1, 2, 0).numpy())
@@ -246,3 +257,36 @@ def test_attention_explorer_distillation_token():
     assert [v for _, v in controls["layer"].options] == [0, L - 1, "rollout"]
     controls["token"].value = 1
     assert isinstance(w.snapshot(), Figure)
+
+
+def test_panel_problems_finds_blank_nan_and_clipped_panels():
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    fig, axes = plt.subplots(1, 6)
+    axes[0].imshow(photo)                                   # fine: uint8 RGB
+    axes[1].imshow(photo.astype(np.float32), vmin=0, vmax=1)  # 0-255 floats: clipped to white
+    axes[1].set_title("clipped")
+    axes[2].imshow(np.full((8, 8), np.nan))                 # all NaN
+    axes[3].imshow(np.ones((8, 8)))                         # constant
+    axes[4].imshow(rng.random((8, 8)), cmap="inferno")      # fine: a heat map
+    axes[5].imshow(rng.random((8, 8)) + 5, vmin=0, vmax=1)  # every value above vmax
+    problems = viz.panel_problems(fig)
+    plt.close(fig)
+    assert [p.split(":")[0] for p in problems] == [
+        "axes 1 ('clipped')", "axes 2", "axes 3", "axes 5"]
+    assert "white" in problems[0] and "NaN" in problems[1]
+
+
+def test_panel_problems_would_have_caught_white_torch_images():
+    """06_dino drew torch uint8 images through to_image before it scaled them: all white."""
+    import matplotlib.pyplot as plt
+
+    img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    fig = viz.show_grid([img, img], titles=["a", "b"])
+    assert viz.panel_problems(fig) == []
+    white = np.clip(img.permute(1, 2, 0).float().numpy(), 0, 1)  # what the old code drew
+    fig.axes[0].images[0].set_data(white)
+    assert len(viz.panel_problems(fig)) == 1
+    plt.close(fig)
