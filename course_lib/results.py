@@ -33,6 +33,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -579,13 +580,10 @@ class Results:
         record = self.to_dict()
         check_record(record)
         out = self.path(results_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(out)
+        write_atomic(out, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         return out
 
-    def table(self) -> pd.DataFrame:
+    def table(self) -> ClaimsTable:
         """The "paper vs. ours" table of this notebook, one row per claim (index: claim id)."""
         return claims_table(self.claims)
 
@@ -593,7 +591,7 @@ class Results:
         return verdict_summary([c.verdict for c in self.claims])
 
     def _repr_html_(self) -> str:
-        return f"<b>{self.title}</b>: {self.summary()}" + self.table().to_html()
+        return f"<b>{self.title}</b>: {self.summary()}" + self.table()._repr_html_()
 
     def __repr__(self) -> str:
         return f"Results({self.notebook!r}, profile={self.profile!r}, {self.summary()})"
@@ -606,7 +604,42 @@ def _ours_text(ours: float, std: float | None, n: int, unit: str = "") -> str:
     return s + (f" (n={n})" if n > 1 else "")
 
 
-def claims_table(claims: Iterable[Claim | Mapping[str, Any]]) -> pd.DataFrame:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half
+    of one, even with several processes saving the same file: a temporary file with a unique
+    name in the same folder, flushed to disk, then renamed over ``path`` (``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ClaimsTable(pd.DataFrame):
+    """The "paper vs. ours" table: a DataFrame that shows every cell whole (pandas cuts text at
+    ``display.max_colwidth`` = 50 characters), wrapped at word boundaries in a notebook."""
+
+    @property
+    def _constructor(self):
+        return ClaimsTable
+
+    def _repr_html_(self) -> str:
+        style = {"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"}
+        return self.style.set_properties(**style).format(precision=4).to_html()
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_colwidth", None, "display.width", 0):
+            return super().__repr__()
+
+
+def claims_table(claims: Iterable[Claim | Mapping[str, Any]]) -> ClaimsTable:
     rows = []
     for c in claims:
         d = c if isinstance(c, Mapping) else {**c.to_json(), "evidence": c.evidence}
@@ -621,7 +654,7 @@ def claims_table(claims: Iterable[Claim | Mapping[str, Any]]) -> pd.DataFrame:
             "note": d["note"],
         })  # fmt: skip
     cols = ["id", "claim", "paper", "ours", "unit", "verdict", "rule", "note"]
-    return pd.DataFrame(rows, columns=cols).set_index("id")
+    return ClaimsTable(rows, columns=cols).set_index("id")
 
 
 def verdict_summary(verdicts: Sequence[str]) -> str:

@@ -294,3 +294,48 @@ def test_notebook_catalog():
     ids = [nb.id for nb in R.NOTEBOOKS]
     assert ids == sorted(ids) and len(ids) == 13 and ids[0] == "00_start_here"
     assert all(nb.url and math.isfinite(float(nb.arxiv)) for nb in R.NOTEBOOKS[1:])
+
+
+def _save_many(args):
+    folder, worker, times = args
+    import os as _os
+    _os.environ["COURSE_RESULTS_DIR"] = folder
+    r = rec()
+    r.add("no_distill", "a claim", paper=1.0, ours=float(worker), rule=AtLeast(0))
+    for _ in range(times):
+        r.save()
+    return worker
+
+
+def test_concurrent_saves_never_show_a_half_written_file(tmp_path):
+    """Four processes saving the same results file while a reader reads it: once, 54 of 1,200
+    saves crashed and 472 reads saw invalid JSON (one shared ``<profile>.json.tmp`` name)."""
+    import multiprocessing as mp
+
+    folder = str(tmp_path / "results")
+    target = tmp_path / "results" / "03_deit" / "study.json"
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        job = pool.map_async(_save_many, [(folder, w, 60) for w in range(4)])
+        reads = bad = 0
+        while not job.ready():
+            if target.exists():
+                reads += 1
+                try:
+                    json.loads(target.read_text(encoding="utf-8"))
+                except json.JSONDecodeError:
+                    bad += 1
+        assert sorted(job.get(timeout=120)) == [0, 1, 2, 3]  # no save raised
+    assert bad == 0, f"{bad} of {reads} reads saw invalid JSON"
+    assert R.load(target)["claims"][0]["ours"] in (0, 1, 2, 3)
+    assert list(target.parent.glob("*.tmp")) == []
+
+
+def test_claims_table_shows_long_text_whole(results_dir):
+    r = rec()
+    long_claim = "a claim whose text is far longer than fifty characters, " * 3 + "END"
+    r.add("no_distill", long_claim, paper=1.0, ours=2.0, rule=AtLeast(0))
+    table = r.table()
+    assert "END" in repr(table)
+    assert "END" in table._repr_html_() and "pre-wrap" in table._repr_html_()
+    assert "END" in r._repr_html_()
