@@ -12,8 +12,10 @@ ingredient is knowledge distillation (KD) from a strong teacher. Implemented her
   ``CE`` is the soft-target cross-entropy against the mixup/cutmix target, the KL term has
   ``reduction="batchmean"``, ``α_kd = 5`` is *added* to the CE (there is no ``1 - α``), and the
   temperature is ``τ = 1`` with no ``τ²`` factor (Sec. 3.6.2: vanilla softmax probabilities
-  work best). ``α_kd = ∞`` ("KD only", Table 6) drops the CE term: :class:`USILoss` with
-  ``use_ce=False``. The teacher runs in eval mode, without gradients, on the *same* mixed
+  work best). ``α_kd = ∞`` ("KD only", Table 6) drops the CE term, as the official
+  ``--use_kd_only_loss`` flag: the loss is then ``kd_only_weight · KL`` with the default
+  ``α_kd = 5`` still scaling the KL (official ``loss = alpha_kd * kl_div(...)``; with gradient
+  clipping the scale matters). The teacher runs in eval mode, without gradients, on the *same* mixed
   batch the student sees (``train.fit`` hands the criterion the mixed inputs).
 * **The recipe** (Table 1), scaled down: AdamW, lr 2e-3, weight decay 2e-2, warm-up then
   cosine decay (the code; the paper's table says one-cycle), mixup 0.8 / cutmix 1.0, no label
@@ -165,16 +167,22 @@ class USILoss(nn.Module):
 
     ``loss = CE(p_s, y) + α_kd · KL(p_t(τ) ‖ p_s(τ))``; ``teacher=None`` or ``alpha_kd=0`` is
     plain training (Table 6, first row); ``alpha_kd=math.inf`` keeps only the KD term (Table 6,
-    "∞ (no CE loss)"). ``targets`` may be class indices or mixup/cutmix probabilities.
+    "∞ (no CE loss)"), scaled as the official ``--use_kd_only_loss``:
+    ``loss = kd_only_weight · KL`` (``kd_only_weight`` = the default α_kd, 5). ``targets`` may be
+    class indices or mixup/cutmix probabilities.
     """
 
-    def __init__(self, teacher: nn.Module | None, alpha_kd: float = 5.0, tau: float = 1.0):
+    def __init__(self, teacher: nn.Module | None, alpha_kd: float = 5.0, tau: float = 1.0,
+                 kd_only_weight: float = 5.0):
         super().__init__()
         if alpha_kd < 0:
             raise ValueError(f"alpha_kd={alpha_kd}: must be >= 0 (math.inf: KD only)")
         if alpha_kd > 0 and teacher is None:
             raise ValueError("alpha_kd > 0 needs a teacher")
-        self.alpha_kd, self.tau = float(alpha_kd), float(tau)
+        if math.isinf(alpha_kd) and not 0 < kd_only_weight < math.inf:
+            raise ValueError(f"kd_only_weight={kd_only_weight}: KD only (alpha_kd=inf) needs a finite "
+                             "weight > 0 (official: the default alpha_kd, 5)")
+        self.alpha_kd, self.tau, self.kd_only_weight = float(alpha_kd), float(tau), float(kd_only_weight)
         self.use_ce = not math.isinf(self.alpha_kd)
         self.teacher = teacher if alpha_kd > 0 else None
         if self.teacher is not None:
@@ -190,7 +198,7 @@ class USILoss(nn.Module):
         with torch.no_grad():
             t_logits = self.teacher(inputs)
         kd = kd_kl(outputs, t_logits, self.tau)
-        loss = ce + self.alpha_kd * kd if self.use_ce else kd
+        loss = ce + self.alpha_kd * kd if self.use_ce else self.kd_only_weight * kd
         return loss, {"ce": ce.detach(), "kd": kd.detach()}
 
 
@@ -315,7 +323,9 @@ def train_student(P: config.Params, d: DeiTData, family: str, teacher: nn.Module
     if alpha_kd > 0:
         key.update(tau=tau, teacher=teacher_name, teacher_arch=P.teacher_arch,
                    teacher_epochs=P.teacher_epochs)
-    criterion = USILoss(teacher if alpha_kd > 0 else None, alpha_kd, tau)
+    if math.isinf(alpha_kd):  # KD only: the official code still scales the KL by the default α_kd
+        key.update(kd_only_weight=P.alpha_kd)
+    criterion = USILoss(teacher if alpha_kd > 0 else None, alpha_kd, tau, kd_only_weight=P.alpha_kd)
     cfg = recipe(P, d.num_classes, seed)
 
     def fit_student(model):

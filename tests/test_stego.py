@@ -106,6 +106,38 @@ def test_stego_loss_parts_and_weights():
     assert abs(float(t2) - sg.OFFICIAL_LOSS["lambda_rand"] * p2["rand"]) < 1e-6
 
 
+def test_official_loss_values_are_the_active_train_config_block():
+    """The active block of the official src/configs/train_config.yml (not a commented-out one):
+    lambda 0.67 / 0.25 / 0.63, b 0.18 / 0.12 / 0.46 (self / KNN / random); the paper profile and
+    LossConfig's defaults use them; the study profile keeps its calibrated shifts."""
+    want = dict(lambda_self=0.67, lambda_knn=0.25, lambda_rand=0.63, b_self=0.18, b_knn=0.12, b_rand=0.46)
+    assert sg.OFFICIAL_LOSS == want
+    cfg = sg.LossConfig()
+    assert {k: getattr(cfg, k) for k in want} == want
+    paper = config.resolve("11_stego", profile="paper")
+    assert {k: paper[k] for k in want} == want
+    study = config.resolve("11_stego", profile="study")
+    assert (study.b_self, study.b_knn, study.b_rand) == sg.STUDY_B == (0.55, 0.6, 0.65)
+    assert (study.lambda_self, study.lambda_knn, study.lambda_rand) == (0.67, 0.25, 0.63)
+
+
+def test_sample_is_the_official_grid_sample():
+    """Official sampler: grid_sample(padding_mode="border", align_corners=True): -1 / 1 are the
+    centres of the corner patches, and points outside are clamped to the border."""
+    x = torch.arange(12.0).view(1, 1, 3, 4)  # rows 0..2, columns 0..3
+    corners = torch.tensor([[[[-1.0, -1.0], [1.0, -1.0]], [[-1.0, 1.0], [1.0, 1.0]]]])  # (x, y)
+    assert torch.equal(sg.sample(x, corners)[0, 0], torch.tensor([[0.0, 3.0], [8.0, 11.0]]))
+    centre = torch.zeros(1, 1, 1, 2)  # the middle of the grid: mean of rows 1, columns 1.5
+    assert torch.allclose(sg.sample(x, centre), torch.tensor(5.5))
+    outside = torch.tensor([[[[-3.0, -3.0], [5.0, 0.0]]]])  # border padding: no fade to zero
+    assert torch.allclose(sg.sample(x, outside)[0, 0, 0], torch.tensor([0.0, 7.0]))
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 5, 6, 6, generator=g)
+    c = torch.rand(2, 1, 3, 3, 2, generator=g)[:, 0] * 2 - 1
+    ref = F.grid_sample(f, c, mode="bilinear", padding_mode="border", align_corners=True)
+    assert torch.allclose(sg.sample(f, c), ref)
+
+
 def test_head_is_linear_plus_nonlinear():
     head = sg.SegmentationHead(6, 4, dropout=0.0).eval()
     x = _randn(2, 6, 3, 3, seed=12)

@@ -34,9 +34,34 @@ def test_usi_loss_adds_alpha_times_kd_to_ce():
     assert loss.item() == pytest.approx((ce + 5.0 * kd).item(), rel=1e-5)  # no (1 - alpha) on the CE
     assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-5)
     only_kd, _ = usi.USILoss(teacher, alpha_kd=math.inf)(t, s, y)
-    assert only_kd.item() == pytest.approx(kd.item(), rel=1e-5)
+    assert only_kd.item() == pytest.approx(5.0 * kd.item(), rel=1e-5)  # official: alpha_kd * KL
     plain = usi.USILoss(None, alpha_kd=0.0)(t, s, y)
     assert plain.item() == pytest.approx(ce.item(), rel=1e-6)
+
+
+def test_kd_only_loss_is_default_alpha_times_batchmean_kl():
+    """Official ``--use_kd_only_loss``: ``loss = alpha_kd * kl_div(log_softmax(s), softmax(t),
+    reduction='batchmean')`` with the default alpha_kd = 5 (not the bare KL)."""
+    teacher = torch.nn.Identity()
+    for seed in range(3):
+        s, t = _logits(10 + seed, b=8, c=11)
+        y = torch.randint(0, 11, (8,))
+        kl = F.kl_div(F.log_softmax(s, -1), F.softmax(t, -1), reduction="batchmean")
+        loss, parts = usi.USILoss(teacher, alpha_kd=math.inf)(t, s, y)
+        assert loss.item() == pytest.approx(5.0 * kl.item(), rel=1e-5)
+        assert parts["kd"].item() == pytest.approx(kl.item(), rel=1e-5)
+        s_req = s.clone().requires_grad_(True)
+        usi.USILoss(teacher, alpha_kd=math.inf)(t, s_req, y)[0].backward()
+        g_kd = s_req.grad.clone()
+        s_req.grad = None
+        (usi.kd_kl(s_req, t) * 5.0).backward()
+        assert torch.allclose(g_kd, s_req.grad, atol=1e-6)  # gradients 5x the bare KL's
+    # another weight is honoured, a non-positive one is refused in KD-only mode
+    s, t = _logits(20)
+    loss, _ = usi.USILoss(teacher, alpha_kd=math.inf, kd_only_weight=2.0)(t, s, torch.zeros(5, dtype=torch.long))
+    assert loss.item() == pytest.approx(2.0 * usi.kd_kl(s, t).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="kd_only_weight"):
+        usi.USILoss(teacher, alpha_kd=math.inf, kd_only_weight=0.0)
 
 
 def test_usi_loss_accepts_mixup_targets():
