@@ -12,7 +12,13 @@ Guarantees:
 * a file that fails its checksum is removed (``ChecksumError``);
 * an archive member that would land outside the target folder (absolute path, ``..``, a
   symlink or hard link pointing outside) raises ``UnsafeArchiveError`` before anything is
-  written; the archive is unpacked into a temporary sibling folder and moved into place.
+  written (and tarfile's ``filter="data"`` is used where Python has it);
+* an archive that cannot be read (truncated, an HTML page saved in its place) raises
+  ``BrokenArchiveError``, whose message names the file and says to delete it and fetch again;
+* all archives of a dataset are unpacked into one temporary folder ``ROOT/.NAME.*.extracting``
+  and moved into place only once every one is in; a failure leaves nothing behind. The
+  marker ``<extract_to>/.fetch-complete.json`` (with the archives' checksums) is written
+  last: a folder without a valid marker is not ready, and ``fetch`` unpacks it again.
 
 Entries that need a registration (``"manual": "..."``) are not downloaded: ``fetch`` raises
 ``ManualDownloadRequired`` with the instructions, unless the folder is already there.
@@ -20,8 +26,10 @@ Entries that need a registration (``"manual": "..."``) are not downloaded: ``fet
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import stat
@@ -29,6 +37,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
 
@@ -42,6 +51,11 @@ CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
 # The standard library's tar extraction filter (PEP 706): Python >= 3.10.12 / 3.11.4 / 3.12.
 _HAS_TAR_FILTER = hasattr(tarfile, "data_filter")
+_TAR_FILTER_ERROR = getattr(tarfile, "FilterError", ())  # () catches nothing
+# What reading a truncated or garbled archive raises (tarfile and gzip let EOFError through).
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+                   gzip.BadGzipFile)
+MARKER = ".fetch-complete.json"  # in the dataset folder, written once every archive is in place
 
 
 class FetchError(RuntimeError):
@@ -62,6 +76,10 @@ class ChecksumError(DownloadError):
 
 class UnsafeArchiveError(FetchError):
     """An archive member would be written outside the target folder."""
+
+
+class BrokenArchiveError(FetchError, ValueError):
+    """A downloaded archive cannot be read (truncated, garbled, not an archive at all)."""
 
 
 class ManualDownloadRequired(FetchError):
@@ -119,6 +137,14 @@ def _validate(entry: dict[str, Any]) -> None:
             _check_relative(spec["unpack_into"], f"catalog entry {name!r}: unpack_into")
     if entry.get("unpack_into"):
         _check_relative(entry["unpack_into"], f"catalog entry {name!r}: unpack_into")
+    intos = [PurePosixPath(_into(entry, spec)).parts for spec in specs]
+    if any(a != b and b[: len(a)] == a for a in intos for b in intos):  # one would clobber the other
+        raise CatalogError(f"catalog entry {name!r}: its archives must unpack into one folder or disjoint ones")
+
+
+def _into(entry: dict[str, Any], spec: dict[str, Any]) -> str:
+    """The folder, relative to the data root, that the archive ``spec`` is unpacked into."""
+    return spec.get("unpack_into") or entry.get("unpack_into") or ""
 
 
 def _check_relative(p: str, what: str) -> None:
@@ -373,50 +399,85 @@ def _check_zip(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return infos
 
 
+def _broken(archive: str | os.PathLike, what: str) -> BrokenArchiveError:
+    return BrokenArchiveError(
+        f"cannot unpack {archive}: {what}. The file is damaged or is not the archive (a truncated "
+        f"download, an error page saved in its place): delete it and fetch it again (--force does "
+        f"both). If that fails the same way, the mirror or the catalog's checksum is wrong."
+    )
+
+
 def archive_kind(path: str | os.PathLike) -> str:
-    """``"zip"`` or ``"tar"`` (plain, gz, bz2, xz), judged by content; ``ValueError`` otherwise."""
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if tarfile.is_tarfile(path):
-        return "tar"
-    raise ValueError(f"{path} is neither a tar nor a zip archive")
+    """``"zip"`` or ``"tar"`` (plain, gz, bz2, xz), judged by content; ``BrokenArchiveError``
+    (a ``ValueError``) otherwise."""
+    try:
+        if zipfile.is_zipfile(path):
+            return "zip"
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except _ARCHIVE_ERRORS as e:
+        raise _broken(path, f"{type(e).__name__}: {e}") from e
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    html = head.startswith((b"<!doctype html", b"<html"))
+    raise _broken(path, "it is neither a tar nor a zip archive" + (" but an HTML page" if html else ""))
+
+
+def _unpack(archive: Path, dest: Path, *, progress: bool = False) -> None:
+    """Check every member of ``archive``, then unpack it into ``dest`` (created).
+
+    Raises ``UnsafeArchiveError`` before anything is written, ``BrokenArchiveError`` when the
+    archive cannot be read (``dest`` may then hold part of it: callers unpack into a temporary
+    folder).
+    """
+    kind = archive_kind(archive)
+    try:
+        with (zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive)) as af:
+            members = _check_zip(archive, af) if kind == "zip" else _check_tar(archive, af)
+            _say(f"unpacking {archive.name}", progress)
+            dest.mkdir(parents=True, exist_ok=True)
+            if kind == "tar" and _HAS_TAR_FILTER:
+                af.extractall(dest, members=members, filter="data")
+            else:  # zipfile sanitises names itself; on older Python the checks above protect tar
+                af.extractall(dest, members=members)
+    except _TAR_FILTER_ERROR as e:
+        raise UnsafeArchiveError(f"{archive}: {e}") from e
+    except _ARCHIVE_ERRORS as e:
+        raise _broken(archive, f"{type(e).__name__}: {e}") from e
+
+
+def _install(new: Path, target: Path, old: Path) -> list[Path]:
+    """Move the entries of ``new`` into ``target`` with ``os.replace`` (an existing entry of the
+    same name is first moved to ``old``); return their new paths."""
+    target.mkdir(parents=True, exist_ok=True)
+    old.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for entry in sorted(new.iterdir()):
+        dest = target / entry.name
+        if dest.exists() or dest.is_symlink():
+            os.replace(dest, old / entry.name)
+        os.replace(entry, dest)
+        moved.append(dest)
+    return moved
 
 
 def extract(archive: str | os.PathLike, target: str | os.PathLike, *, progress: bool = False) -> list[Path]:
     """Unpack a tar (.tar, .tar.gz, .tgz, ...) or zip archive into ``target``, safely.
 
     Every member is checked first; one that would land outside ``target`` raises
-    ``UnsafeArchiveError`` and nothing is written. The archive is unpacked into a temporary
-    folder inside ``target``, whose top-level entries are then moved into place with
-    ``os.replace`` (an existing entry of the same name is replaced). Returns those entries.
+    ``UnsafeArchiveError`` and nothing is written; an unreadable archive raises
+    ``BrokenArchiveError``. The archive is unpacked into a temporary folder inside ``target``,
+    whose top-level entries are then moved into place with ``os.replace`` (an existing entry of
+    the same name is replaced). Returns those entries.
     """
     archive, target = Path(archive), Path(target)
-    kind = archive_kind(archive)
     target.mkdir(parents=True, exist_ok=True)
-    with (zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive)) as af:
-        members = _check_zip(archive, af) if kind == "zip" else _check_tar(archive, af)
-        _say(f"extracting {archive.name} into {target}", progress)
-        work = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extracting", dir=target))
-        new, old = work / "new", work / "old"
-        new.mkdir()
-        old.mkdir()
-        try:
-            if kind == "zip":
-                af.extractall(new, members=members)
-            elif _HAS_TAR_FILTER:
-                af.extractall(new, members=members, filter="data")
-            else:  # older Python: the checks above are the protection
-                af.extractall(new, members=members)
-            moved = []
-            for entry in sorted(new.iterdir()):
-                dest = target / entry.name
-                if dest.exists() or dest.is_symlink():
-                    os.replace(dest, old / entry.name)
-                os.replace(entry, dest)
-                moved.append(dest)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return moved
+    work = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extracting", dir=target))
+    try:
+        _unpack(archive, work / "new", progress=progress)
+        return _install(work / "new", target, work / "old")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,38 +489,79 @@ def dataset_path(name: str, root: str | os.PathLike | None = None) -> Path:
     return paths.data_root(root) / _entry(name)["extract_to"]
 
 
+def _archives(entry: dict[str, Any]) -> dict[str, str]:
+    return {spec["filename"]: spec["checksum"] for spec in file_specs(entry)}
+
+
+def _is_ready(entry: dict[str, Any], root: Path) -> bool:
+    """Whether ``ROOT/<extract_to>`` holds a valid completion marker: one written after the
+    catalog's archives (same checksums) were all unpacked, whose entries are all still there."""
+    try:
+        marker = json.loads((root / entry["extract_to"] / MARKER).read_text(encoding="utf-8"))
+        return marker["archives"] == _archives(entry) and all((root / p).exists() for p in marker["installed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _unpack_dataset(name: str, entry: dict[str, Any], root: Path, downloads: Path, progress: bool) -> None:
+    """Unpack every archive of ``entry`` into one temporary folder in ``root``; only once all
+    are in, move the results into place and write the completion marker (last)."""
+    folder = root / entry["extract_to"]
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".extracting", dir=root))
+    new, old = work / "new", work / "old"
+    try:
+        specs = file_specs(entry)
+        for spec in specs:
+            _unpack(downloads / spec["filename"], new / _into(entry, spec), progress=progress)
+        if not (new / entry["extract_to"]).is_dir():
+            raise FetchError(f"{name}: unpacking did not create {folder}; the catalog's extract_to may be wrong")
+        (folder / MARKER).unlink(missing_ok=True)  # an interrupted move below must not look ready
+        installed: list[Path] = []
+        for into in dict.fromkeys(_into(entry, spec) for spec in specs):
+            installed += _install(new / into, root / into, old / into)
+        marker = {"dataset": name, "archives": _archives(entry),
+                  "installed": [p.relative_to(root).as_posix() for p in installed]}
+        (work / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+        os.replace(work / MARKER, folder / MARKER)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def fetch(name: str, root: str | os.PathLike | None = None, *, force: bool = False,
           progress: bool = True) -> Path:
     """Download dataset ``name`` into ``ROOT/downloads/`` and unpack it into ``ROOT``.
 
     Returns the dataset folder (``ROOT/<extract_to>``, what torchvision reads). Does nothing
-    when that folder exists, unless ``force`` (then the archive is downloaded and unpacked
-    again). ``root`` defaults to ``paths.data_root()``. A ``manual`` entry raises
+    when that folder is ready (holds a valid completion marker, see ``_is_ready``), unless
+    ``force`` (then the archives are downloaded and unpacked again); a folder without one is
+    unpacked again. ``root`` defaults to ``paths.data_root()``. A ``manual`` entry raises
     ``ManualDownloadRequired`` with its instructions unless the folder is already there.
     """
     entry = _entry(name)
     root = paths.data_root(root)
     folder = root / entry["extract_to"]
-    if folder.is_dir() and not force:
-        _say(f"{name}: already at {folder}", progress)
-        return folder
     specs = file_specs(entry)
     if not specs:
+        if folder.is_dir() and not force:
+            _say(f"{name}: already at {folder}", progress)
+            return folder
         raise ManualDownloadRequired(
             f"{name} cannot be downloaded automatically:\n{entry['manual']}\n"
             f"When done, the folder {folder} must exist."
         )
+    if not force:
+        if _is_ready(entry, root):
+            _say(f"{name}: already at {folder}", progress)
+            return folder
+        if folder.exists():
+            _say(f"{name}: {folder} has no valid {MARKER} (incomplete unpack?); unpacking again", progress)
     downloads = root / "downloads"
     for spec in specs:
         dest = downloads / spec["filename"]
         if force and dest.exists():
             dest.unlink()
         download(spec["urls"], dest, checksum=spec["checksum"], size=spec.get("size"), progress=progress)
-    for spec in specs:
-        into = spec.get("unpack_into") or entry.get("unpack_into") or ""
-        extract(downloads / spec["filename"], root / into, progress=progress)
-    if not folder.is_dir():
-        raise FetchError(f"{name}: unpacking did not create {folder}; the catalog's extract_to may be wrong")
+    _unpack_dataset(name, entry, root, downloads, progress)
     _say(f"{name}: ready at {folder}", progress)
     return folder
 

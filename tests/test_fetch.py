@@ -449,6 +449,109 @@ def test_not_an_archive(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# broken archives and atomic, verified unpacking
+
+
+def files_entry(name: str, server: Server, *archives: Path, extract_to: str = "toyset") -> dict:
+    """A catalog entry made of several archives, each with the checksum of its current bytes."""
+    e = entry(name, [], archives[0], extract_to=extract_to)
+    for key in ("urls", "filename", "checksum", "size"):
+        del e[key]
+    e["files"] = [{"urls": [server.url(a.name)], "filename": a.name, "checksum": sha256(a),
+                   "size": a.stat().st_size} for a in archives]
+    return e
+
+
+def truncated(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_broken_second_archive_leaves_nothing_and_is_not_ready(server, catalog, tmp_path):
+    a = make_tar(server.root / "a.tar.gz", GOOD_MEMBERS)
+    b_members = [("toyset/extra", "dir"), ("toyset/extra/big.bin", "file", PAYLOAD)]
+    b = truncated(make_tar(server.root / "b.tar.gz", b_members))  # the catalog accepts its checksum
+    catalog(files_entry("two", server, a, b))
+    root = tmp_path / "data"
+    for _ in range(2):  # the second run is not fooled by anything the first one left
+        with pytest.raises(fetch.BrokenArchiveError, match=r"cannot unpack .*b\.tar\.gz.*delete it"):
+            fetch.fetch("two", root, progress=False)
+        assert sorted(p.name for p in root.iterdir()) == ["downloads"]  # no half folder, no temp
+    make_tar(b, b_members)  # the mirror and the catalog are fixed
+    catalog(files_entry("two", server, a, b))
+    folder = fetch.fetch("two", root, progress=False)
+    assert (folder / "data.bin").read_bytes() == PAYLOAD  # both archives, merged into one folder
+    assert (folder / "extra" / "big.bin").read_bytes() == PAYLOAD
+    marker = json.loads((folder / fetch.MARKER).read_text())
+    assert marker["archives"] == {"a.tar.gz": sha256(a), "b.tar.gz": sha256(b)}
+    assert leftovers(root) == []
+
+
+def test_folder_without_valid_marker_is_unpacked_again(server, catalog, tmp_path):
+    archive = make_tar(server.root / "toy.tar.gz", GOOD_MEMBERS)
+    catalog(entry("toy", [server.url("toy.tar.gz")], archive))
+    root = tmp_path / "data"
+    (root / "toyset").mkdir(parents=True)  # half-unpacked by an older run: no marker
+    (root / "toyset" / "partial.txt").write_text("half")
+    folder = fetch.fetch("toy", root, progress=False)
+    assert (folder / "data.bin").read_bytes() == PAYLOAD and not (folder / "partial.txt").exists()
+    n = len(server.requests)
+    marker = folder / fetch.MARKER
+    good = json.loads(marker.read_text())
+    for bad in ("{not json", json.dumps({**good, "archives": {"toy.tar.gz": "md5:" + "0" * 32}}),
+                json.dumps({**good, "installed": ["toyset", "gone"]})):
+        marker.write_text(bad)  # damaged, from another catalog version, or its entries removed
+        (folder / "stale.txt").write_text("stale")
+        assert fetch.fetch("toy", root, progress=False) == folder
+        assert not (folder / "stale.txt").exists() and json.loads(marker.read_text()) == good
+    assert len(server.requests) == n  # the verified archive in downloads/ was reused
+    (folder / "mine.txt").write_text("kept")  # a valid marker: ready, nothing is touched
+    fetch.fetch("toy", root, progress=False)
+    assert (folder / "mine.txt").exists()
+
+
+def _broken_archives(srv: Path) -> dict[str, tuple[Path, str]]:
+    crc = bytearray(make_zip(srv / "crc.zip", [("toyset/a.bin", PAYLOAD)]).read_bytes())
+    crc[1000] ^= 0xFF
+    (srv / "crc.zip").write_bytes(bytes(crc))
+    (srv / "page.tar.gz").write_text("<!DOCTYPE html>\n<html><body>Please log in</body></html>\n")
+    return {
+        "truncated_tgz": (truncated(make_tar(srv / "cut.tar.gz", GOOD_MEMBERS)), "EOFError"),
+        "truncated_zip": (truncated(make_zip(srv / "cut.zip", [("toyset/a.bin", PAYLOAD)])), "neither"),
+        "bad_crc_zip": (srv / "crc.zip", "BadZipFile"),
+        "html_page": (srv / "page.tar.gz", "HTML page"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated_tgz", "truncated_zip", "bad_crc_zip", "html_page"])
+def test_broken_archive_is_a_clear_cli_error(server, catalog, tmp_path, capsys, case):
+    archive, what = _broken_archives(server.root)[case]
+    catalog(entry("toy", [server.url(archive.name)], archive))  # its checksum matches the bad file
+    root = tmp_path / "data"
+    assert fetch.main(["toy", "--root", str(root), "--quiet"]) == 1  # no exception escapes
+    err = capsys.readouterr().err
+    assert err.startswith(f"toy: failed: cannot unpack {root / 'downloads' / archive.name}: ")
+    assert what in err and "delete it and fetch it again" in err and "Traceback" not in err
+    assert sorted(p.name for p in root.iterdir()) == ["downloads"]
+    with pytest.raises(fetch.BrokenArchiveError, match=what):  # extract() says the same
+        fetch.extract(archive, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_nested_unpack_into_rejected(tmp_path):
+    spec = {"urls": ["http://127.0.0.1/a.zip"], "filename": "a.zip", "checksum": "md5:" + "0" * 32}
+    e = {"name": "x", "description": "d", "licence": "l", "extract_to": "coco/x", "notes": "",
+         "files": [{**spec, "unpack_into": "coco"}, {**spec, "filename": "b.zip"}]}  # ROOT holds coco
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"datasets": [e]}))
+    with pytest.raises(fetch.CatalogError, match="disjoint"):
+        fetch.load_catalog(p)
+    e["files"][1]["unpack_into"] = "coco"
+    p.write_text(json.dumps({"datasets": [e]}))
+    assert fetch.file_specs(fetch.load_catalog(p)["x"])[1]["unpack_into"] == "coco"
+
+
+# ---------------------------------------------------------------------------------------------
 # manual entries, CLI, and the hint in course_lib.data
 
 
