@@ -11,6 +11,8 @@ with a message that names the parameter and what is allowed.
 """
 from __future__ import annotations
 
+import ast
+import difflib
 import os
 import random
 from dataclasses import dataclass
@@ -117,7 +119,8 @@ class Param:
 COMMON: dict[str, Param] = {
     "seed": Param(0, "random seed of python, numpy and torch", type=int, low=0),
     "device": Param("auto", "auto picks cuda, then mps, then cpu", choices=DEVICES),
-    "data_root": Param("data", "folder with real datasets and the offline world's cache", type=str),
+    "data_root": Param("data", "folder with real datasets and the offline world's cache "
+                       "(the default 'data' gives way to $COURSE_DATA)", type=str),
 }
 
 
@@ -187,14 +190,12 @@ def resolve(notebook: str, profile: str | None = None, **given: Any) -> Params:
     Values given as ``None`` take the profile's default, so a parameters cell can say
     ``epochs = None  # profile default``.
     """
-    prof = resolve_profile(profile)
     specs = specs_for(notebook)
-    unknown = sorted(set(given) - set(specs))
-    if unknown:
-        raise ParameterError(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} for notebook {notebook!r}; "
-            f"allowed: {', '.join(sorted(specs))}"
-        )
+    injected = injected_parameters()
+    _refuse_unknown(notebook, set(given) | set(injected), specs)
+    # ``-p NAME VALUE`` always takes effect, also for a knob the notebook does not pass on
+    given = {**given, **{k: v for k, v in injected.items() if k != "profile"}}
+    prof = resolve_profile(injected.get("profile", profile))
     out = Params(notebook=notebook, profile=prof)
     for name, spec in specs.items():
         value = given.get(name)
@@ -204,6 +205,58 @@ def resolve(notebook: str, profile: str | None = None, **given: Any) -> Params:
     out["device_resolved"] = str(pick_device(out["device"]))
     seed_everything(out["seed"])
     return out
+
+
+def _refuse_unknown(notebook: str, names: set[str], specs: Mapping[str, Param]) -> None:
+    """Fail at once on a parameter name the notebook does not have, saying which are close."""
+    allowed = sorted({"profile", *specs})
+    unknown = sorted(names - set(allowed))
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    raise ParameterError(
+        f"unknown parameter(s) {', '.join(hints)} for notebook {notebook!r}; "
+        f"allowed: {', '.join(allowed)}"
+    )
+
+
+PAPERMILL_MARKER = "# Parameters"  # the first line of the cell papermill injects
+
+
+def injected_parameters(history: Sequence[str] | None = None,
+                        namespace: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters papermill injected into this kernel (``papermill -p NAME VALUE``).
+
+    Papermill runs them as an extra cell below the notebook's ``parameters`` cell, starting
+    with ``# Parameters``. A notebook passes its knobs to :func:`resolve` by name, so a name
+    that is misspelt, or one the notebook does not pass on, would otherwise be ignored: resolve
+    reads the names that cell assigned and their values from the kernel's namespace.
+    ``history``/``namespace`` default to the running IPython kernel's ``In`` and ``user_ns``;
+    outside IPython there is nothing injected (``{}``).
+    """
+    if history is None or namespace is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover
+            return {}
+        shell = get_ipython()
+        if shell is None:
+            return {}
+        namespace = shell.user_ns if namespace is None else namespace
+        history = namespace.get("In", []) if history is None else history
+    cells = [c for c in history if isinstance(c, str) and c.lstrip().startswith(PAPERMILL_MARKER)]
+    if not cells:
+        return {}
+    try:
+        tree = ast.parse(cells[-1])
+    except SyntaxError:
+        return {}
+    names = [t.id for node in tree.body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)]
+    return {n: namespace[n] for n in names if n in namespace}
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -12,13 +12,26 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Datasets folder: the argument, else ``$COURSE_DATA``, else ``<repo>/data``.
+DEFAULT_DATA_ROOT = "data"  # the notebooks' ``data_root`` default
 
-    A relative path is taken from the repository root, so notebooks (which run in
-    ``notebooks/``) and scripts agree on ``data_root="data"``.
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Datasets folder (real datasets and the offline world's cache), in this order:
+
+    1. ``root`` when it is given and is not the default ``"data"`` (a notebook's explicit
+       ``data_root`` parameter, ``fetch.py --root``);
+    2. ``$COURSE_DATA`` when set;
+    3. ``<repo>/data``.
+
+    Every notebook passes its ``data_root`` parameter, whose default is ``"data"``, so the default
+    must not hide the environment variable. A relative path is taken from the repository root,
+    so notebooks (which run in ``notebooks/``) and scripts agree on ``data_root="data"``.
     """
-    p = Path(root) if root else Path(os.environ.get("COURSE_DATA", "data"))
+    if root and str(root) != DEFAULT_DATA_ROOT:
+        p = Path(root)
+    else:
+        p = Path(os.environ.get("COURSE_DATA") or DEFAULT_DATA_ROOT)
+    p = p.expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
 
 

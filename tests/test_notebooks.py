@@ -273,6 +273,23 @@ def test_notebook_results(path, smoke_dirs):
             f"claim {name}: verdict {claim.get('verdict')!r} not in {sorted(VERDICTS)}"
 
 
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_papermill_parameter_names_are_checked(tmp_path):
+    """``papermill -p student_epohcs 3`` ran 03_deit to the end with the defaults; now the
+    notebook stops at its resolve cell, naming the close match."""
+    path = NB_DIR / "03_deit.ipynb"
+    if not path.is_file():
+        pytest.skip("no 03_deit notebook")
+    env = {**os.environ, **nbclean.smoke_env(tmp_path / "r", tmp_path / "c")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(path), str(tmp_path / "out.ipynb"), "--cwd",
+         str(NB_DIR), "-k", "python3", "-p", "student_epohcs", "3"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "did you mean student_epochs" in proc.stdout + proc.stderr
+
+
 # ---------------------------------------------------------------- the cleaning tool
 
 
@@ -294,6 +311,18 @@ def _toy_notebook():
     checked.metadata["ExecuteTime"] = {"start": "x"}
     nb.cells = [nbformat.v4.new_markdown_cell("# toy"), plain, checked]
     return nb
+
+
+def test_smoke_env_is_headless(monkeypatch):
+    """CI and the notebook tests run headless: widgets show their static figure, no live plot."""
+    env = nbclean.smoke_env("r", "c")
+    assert env["COURSE_HEADLESS"] == "1" and env["MPLBACKEND"] == "Agg"
+    from course_lib import viz
+
+    monkeypatch.setattr(viz, "_ipython", lambda: type("Kernel", (), {"kernel": object()})())
+    monkeypatch.setattr(viz.plt, "get_backend", lambda: "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("COURSE_HEADLESS", env["COURSE_HEADLESS"])
+    assert viz.headless()  # even in a kernel with the inline backend
 
 
 def test_nbclean_keeps_only_checked_outputs():
