@@ -46,9 +46,10 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -302,7 +303,14 @@ def load_timm_body(name: str, path: str | Path) -> TimmResNetBody:
             f"timm-layout state dict there (e.g. on a machine with internet: "
             f"`torch.save(timm.create_model('{name}', pretrained=True).state_dict(), '{path}')`) "
             f"or pass `weights=...`.")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # truncated, ...
+        raise RuntimeError(
+            f"cannot read the {name} weights {path}: the file is damaged or not a torch state dict "
+            f"({type(e).__name__}: {str(e).strip()[:200]}). Save it again (e.g. `torch.save(timm."
+            f"create_model('{name}', pretrained=True).state_dict(), '{path}')`) or pass "
+            f"`weights=...`.") from e
     if isinstance(sd, Mapping) and "state_dict" in sd:
         sd = sd["state_dict"]
     body = TimmResNetBody(name)
@@ -510,7 +518,7 @@ def pretrain_body(P: config.Params, log: Callable[[str], Any] = print):
     va = WorldClassification(up, "val", P.data_root)
     K = up.num_classes
     cfg = train.TrainConfig(epochs=P.pretrain_epochs, lr=2e-3, weight_decay=0.05, warmup_epochs=0.3,
-                            label_smoothing=0.1, num_classes=K, progress=False, seed=P.seed,
+                            label_smoothing=0.1, num_classes=K, seed=P.seed,
                             max_steps=P.max_steps or None)
 
     def build():
@@ -522,7 +530,10 @@ def pretrain_body(P: config.Params, log: Callable[[str], Any] = print):
                                              generator=torch.Generator().manual_seed(P.seed))
         return train.fit(model, loader, cfg, device=P.torch_device)
 
-    key = {"world": repr(up), "widths": list(P.widths), "blocks": P.blocks, "cfg": repr(cfg), "seed": P.seed}
+    # display settings (progress, live plot) do not change the weights: the key keeps the values
+    # it was first written with, so cached bodies stay valid
+    shown = replace(cfg, progress=False, live_plot=0)
+    key = {"world": repr(up), "widths": list(P.widths), "blocks": P.blocks, "cfg": repr(shown), "seed": P.seed}
     clf, info = train.cached_model("frozen_backbones_body", key, build, fit, force=P.retrain)
     res = train.evaluate(clf, torch.utils.data.DataLoader(va, batch_size=256), device=P.torch_device)
     top1 = float(res["top1"])
@@ -582,9 +593,9 @@ def run_experiments(P: config.Params, data: DetData | None = None, log: Callable
                 return build_strategy_detector(body, strategy, cap, data.num_classes, P.masks,
                                                P.image_size, P.adapter_reduction, seed)
 
-            def fit(model, seed=seed):
+            def fit(model, seed=seed, name=f"{strategy} / {cap} capacity, seed {seed}"):
                 loader = det.make_loader(data.train, P.batch_size, shuffle=True, seed=seed)
-                return det.train_detector(model, loader, cfg, device=dev, progress=False)
+                return det.train_detector(model, loader, cfg, device=dev, desc=name)
 
             key = {"body": up_info["key"],
                    "strategy": strategy, "capacity": cap, "seed": seed, "masks": P.masks,

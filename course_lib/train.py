@@ -36,8 +36,11 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import random
 import time
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -65,7 +68,8 @@ __all__ = [
     "TrainConfig", "History", "TrainState", "StopTraining", "fit", "evaluate", "predict",
     "default_criterion", "ClassificationLoss", "make_scheduler", "amp_settings",
     "setup_distributed", "cleanup_distributed", "is_main_process", "cached_model", "CacheInfo",
-    "config_key", "LivePlot",
+    "config_key", "LivePlot", "live_plot_every", "finish_bar", "load_cached_artifact",
+    "DamagedFileError",
 ]
 
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -92,8 +96,17 @@ class TrainConfig:
     ``ema_warmup`` ramps the decay up over the first steps.
     ``mixup``/``cutmix`` are the Beta alphas of timm's ``Mixup`` (0 = off) and need
     ``num_classes`` and an even batch size.
-    ``live_plot``: redraw a loss plot in the notebook every that many steps (0 = off).
+    ``live_plot``: redraw a loss plot in the notebook every that many steps (0 = off);
+    ``"auto"`` (default): on in an interactive notebook when ``progress`` is on, off where
+    ``viz.headless()`` (``COURSE_HEADLESS=1``, the Agg backend, no kernel), redrawn every
+    ``total_steps // 40`` steps (at least 10) and at most once per second (cheap).
     ``checkpoint_dir``: write ``last.pt`` there after every epoch; ``resume`` continues from it.
+    ``last.pt`` stores this config and ``fit`` refuses (``ValueError`` naming the file and the
+    differing fields) to resume a run whose config, ``len(train_loader)`` or parameter shapes
+    differ; display, checkpoint and speed settings (``progress``, ``live_plot``, ``eval_every``,
+    ``checkpoint_dir``, ``resume``, ``compile``, ``channels_last``: ``RESUME_IGNORES``) may change.
+    ``epochs`` and ``max_steps`` count (they set the schedule's length): to train longer, start a
+    new run. A damaged ``last.pt`` raises ``DamagedFileError`` naming it.
     ``max_steps``: stop after that many optimizer steps (smoke runs); the schedule spans them.
     """
 
@@ -118,7 +131,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     progress: bool = True
-    live_plot: int = 0
+    live_plot: int | str = "auto"
     eval_every: int = 1
     checkpoint_dir: str | os.PathLike | None = None
     resume: bool = False
@@ -132,6 +145,8 @@ class TrainConfig:
             raise ValueError(f"amp={self.amp!r}; allowed: {', '.join(AMP_MODES)}")
         if self.accum_steps < 1:
             raise ValueError(f"accum_steps={self.accum_steps}; must be >= 1")
+        if isinstance(self.live_plot, str) and self.live_plot != "auto":
+            raise ValueError(f"live_plot={self.live_plot!r}; allowed: 'auto' or a number of steps")
         if self.uses_mixup and not self.num_classes:
             raise ValueError("mixup/cutmix need num_classes")
         if self.resume and self.checkpoint_dir is None:
@@ -540,6 +555,83 @@ def _load(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+class DamagedFileError(RuntimeError):
+    """A checkpoint or cached artifact that exists but cannot be used: ``path`` and ``reason``."""
+
+    def __init__(self, path: Path, reason: str, message: str | None = None):
+        self.path, self.reason = Path(path), reason
+        super().__init__(message or f"{path} is damaged: {reason}")
+
+
+# what torch.load raises on a damaged file: a truncated zip ("PytorchStreamReader failed reading
+# zip archive"), an empty file (EOFError), garbage (UnpicklingError), a broken record, ...
+_LOAD_ERRORS = (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, IndexError,
+                AttributeError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def _state_digest(state: dict) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and bytes (torch.load does not notice a
+    flipped byte inside tensor data; this does)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k]
+        if torch.is_tensor(v):
+            h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        else:
+            h.update(f"{k}|{v!r}|".encode())
+    return h.hexdigest()
+
+
+def _load_checked(path: Path, map_location="cpu", required: Sequence[str] = ()) -> dict:
+    """:func:`_load`, raising :class:`DamagedFileError` (naming ``path``) when the file cannot be
+    read, is not a dict with the ``required`` keys, or fails its ``sha256`` (of ``state_dict``).
+    A missing file, a permission error or running out of memory are raised as they are."""
+    try:
+        blob = _load(path, map_location)
+    except (FileNotFoundError, PermissionError, torch.OutOfMemoryError):
+        raise
+    except _LOAD_ERRORS as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
+        raise DamagedFileError(path, f"{type(e).__name__}: {first}") from e
+    if not isinstance(blob, dict):
+        raise DamagedFileError(path, f"holds a {type(blob).__name__}, not a dict")
+    missing = [k for k in required if k not in blob]
+    if missing:
+        raise DamagedFileError(path, f"keys missing: {', '.join(missing)}")
+    digest = blob.get("sha256")
+    if digest is not None and digest != _state_digest(blob.get("state_dict") or {}):
+        raise DamagedFileError(path, "checksum mismatch (the weights changed after saving)")
+    return blob
+
+
+def load_cached_artifact(path: str | os.PathLike, *, required: Sequence[str] = (),
+                         map_location="cpu") -> dict | None:
+    """Read a file of the artifact cache (``paths.cache_dir()``); ``None`` when it must be built.
+
+    A missing file gives ``None``. A damaged one (torch cannot read it, e.g. truncated: "failed
+    reading zip archive"; ``required`` keys missing; ``sha256`` of its ``state_dict`` wrong) is
+    reported with a ``RuntimeWarning`` naming it, moved aside to ``<name>.corrupt`` (kept for a
+    post-mortem, replaced by the next one) and ``None`` is returned, so the caller rebuilds it.
+    The one place :func:`cached_model` (and so ``detection.cached_detector``) reads the cache.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return _load_checked(path, map_location, required)
+    except FileNotFoundError:  # another process moved it aside meanwhile
+        return None
+    except DamagedFileError as e:
+        aside = path.with_name(path.name + ".corrupt")
+        if is_main_process():
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, aside)
+            warnings.warn(f"cached artifact {path} is damaged ({e.reason}); moved it to "
+                          f"{aside.name} and rebuilding it", RuntimeWarning, stacklevel=2)
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # live plot
 
@@ -553,16 +645,58 @@ def _in_notebook() -> bool:
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
+AUTO_LIVE_PLOT_DRAWS = 40  # live_plot="auto": about this many redraws per run
+
+
+def live_plot_every(live_plot: int | str, total_steps: int, progress: bool = True) -> int:
+    """The redraw interval (steps) ``fit`` uses for ``TrainConfig.live_plot``; 0 = no plot.
+
+    A number is kept. ``"auto"``: 0 where ``viz.headless()`` (``COURSE_HEADLESS=1``, Agg, no
+    kernel) or without ``progress``; else about :data:`AUTO_LIVE_PLOT_DRAWS` redraws per run,
+    at least 10 steps apart.
+    """
+    if live_plot != "auto":
+        return max(0, int(live_plot))
+    from . import viz
+
+    if not progress or viz.headless():
+        return 0
+    return max(10, math.ceil(total_steps / AUTO_LIVE_PLOT_DRAWS))
+
+
+def finish_bar(bar) -> None:
+    """Close a tqdm bar whose loop ended normally, also early (``max_steps``, a callback's stop).
+
+    ``tqdm.notebook`` paints a bar closed with ``n < total`` red (its sign of an error or an
+    interrupt) and keeps it even with ``leave=False``; a run that stops early on purpose is no
+    error, so the bar's total becomes what ran. Call ``bar.close()`` (or nothing: the bar's
+    ``__del__``) on an exception, so a failed run stays red.
+    """
+    if not getattr(bar, "disable", False) and bar.total and bar.n < bar.total:
+        bar.total = bar.n
+        container = getattr(bar, "container", None)  # tqdm.notebook: the widget's maximum too
+        if container is not None and bar.n > 0:
+            try:
+                container.children[1].max = bar.n
+            except Exception:  # pragma: no cover - another widget layout
+                pass
+        bar.refresh()
+    bar.close()
+
+
 class LivePlot:
-    """A loss plot that redraws in place in a notebook every ``every`` steps.
+    """A loss plot that redraws in place in a notebook every ``every`` steps (and at most once
+    per ``min_seconds``, except the forced redraw at the end of an epoch).
 
     Outside a Jupyter kernel (scripts, tests, CI without a kernel) it does nothing.
     """
 
-    def __init__(self, every: int, enabled: bool | None = None):
+    def __init__(self, every: int, enabled: bool | None = None, min_seconds: float = 0.0):
         self.every = every
+        self.min_seconds = min_seconds
         self.enabled = every > 0 and (_in_notebook() if enabled is None else enabled)
         self.fig = self.ax = self._handle = None
+        self._last = -math.inf
 
     def draw(self, history: History):
         """Draw the current losses on this plot's figure (made on first use) and return it."""
@@ -592,6 +726,10 @@ class LivePlot:
             return
         if not force and history.steps["step"][-1] % self.every:
             return
+        now = time.perf_counter()
+        if not force and now - self._last < self.min_seconds:
+            return
+        self._last = now
         fig = self.draw(history)
         from IPython.display import display
 
@@ -603,6 +741,46 @@ class LivePlot:
 
 # ---------------------------------------------------------------------------------------------
 # fit
+
+
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step",
+                    "history", "rng")
+
+# TrainConfig fields that do not change what a run computes, so a resumed run may differ from the
+# saved one in them: display (progress, live_plot), evaluation frequency (eval_every), where and
+# whether to checkpoint (checkpoint_dir, resume) and speed switches (compile, channels_last).
+# Every other field counts, epochs and max_steps too: they set the length of the lr schedule.
+RESUME_IGNORES = frozenset({"progress", "live_plot", "eval_every", "checkpoint_dir", "resume",
+                            "compile", "channels_last"})
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    """The TrainConfig as plain values (paths as strings), as checkpoints store it."""
+    return {k: str(v) if isinstance(v, os.PathLike) else v for k, v in asdict(cfg).items()}
+
+
+def _resume_differences(ckpt: dict, cfg: TrainConfig, net: nn.Module,
+                        batches_per_epoch: int) -> list[str]:
+    """How the run that wrote ``ckpt`` differs from this one (empty: same run)."""
+    diffs = []
+    saved, now = ckpt.get("config") or {}, _config_dict(cfg)
+    for k in sorted((saved.keys() & now.keys()) - RESUME_IGNORES):
+        if saved[k] != now[k]:
+            diffs.append(f"{k}: {saved[k]!r} in the checkpoint, {now[k]!r} now")
+    saved_n = ckpt.get("batches_per_epoch")
+    if saved_n is not None and saved_n != batches_per_epoch:
+        diffs.append(f"batches per epoch (len(train_loader)): {saved_n} in the checkpoint, "
+                     f"{batches_per_epoch} now")
+    theirs = {k: tuple(v.shape) for k, v in ckpt["model"].items() if torch.is_tensor(v)}
+    ours = {k: tuple(v.shape) for k, v in net.state_dict().items() if torch.is_tensor(v)}
+    if theirs != ours:
+        parts = [f"{k} {theirs[k]} in the checkpoint, {ours[k]} now"
+                 for k in sorted(theirs.keys() & ours.keys()) if theirs[k] != ours[k]]
+        parts += [f"{k} only in the checkpoint" for k in sorted(theirs.keys() - ours.keys())]
+        parts += [f"{k} only in the model" for k in sorted(ours.keys() - theirs.keys())]
+        more = f" (+{len(parts) - 4} more)" if len(parts) > 4 else ""
+        diffs.append("model: " + "; ".join(parts[:4]) + more)
+    return diffs
 
 
 @dataclass
@@ -626,8 +804,6 @@ class _Run:
             mine, rngs = rngs[0], [None] * world
             dist.all_gather_object(rngs, mine)
         if is_main_process():
-            config = {k: str(v) if isinstance(v, os.PathLike) else v
-                      for k, v in asdict(cfg).items()}
             _atomic_save({
                 "model": self.net.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -638,12 +814,28 @@ class _Run:
                 "step": self.step,
                 "history": self.history.to_dict(),
                 "rng": rngs,
-                "config": config,
+                "config": _config_dict(cfg),
+                "batches_per_epoch": len(loader),
             }, path)
         _barrier()
 
-    def restore(self, path: Path, loader, device: torch.device) -> None:
-        ckpt = _load(path, map_location=device)
+    def restore(self, path: Path, cfg: TrainConfig, loader, device: torch.device) -> None:
+        """Load ``path`` into this run; refuse (``ValueError``) a checkpoint of another run and
+        name the file (``DamagedFileError``) when it cannot be read."""
+        try:
+            ckpt = _load_checked(path, device, required=_CHECKPOINT_KEYS)
+        except DamagedFileError as e:
+            raise DamagedFileError(path, e.reason, (
+                f"cannot resume from checkpoint {path}: it is damaged ({e.reason}). Delete it "
+                f"(or its folder) to start this run from scratch, or pass resume=False.")) from e
+        diffs = _resume_differences(ckpt, cfg, self.net, len(loader))
+        if diffs:
+            raise ValueError(
+                f"cannot resume from checkpoint {path}: it was written by a different run\n  "
+                + "\n  ".join(diffs)
+                + f"\nResuming would continue that run, not this one. Delete {path.parent} (or "
+                f"use another checkpoint_dir) to start afresh, or pass resume=False to overwrite "
+                f"it; to continue the old run, use its settings.")
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -677,6 +869,9 @@ def fit(
     ``callbacks`` are called as ``callback(event, state)`` after every optimizer step
     (``"step_end"``) and every epoch (``"epoch_end"``); one may raise :class:`StopTraining`.
     Returns the :class:`History`; the EMA model, if any, is ``history.ema_model``.
+    ``cfg.resume`` continues from ``checkpoint_dir/last.pt`` only when that file was written by
+    the same run (config, ``len(train_loader)``, parameter shapes; see :class:`TrainConfig`), else
+    it raises ``ValueError`` naming the file and the differences.
     """
     from tqdm.auto import tqdm
 
@@ -721,13 +916,14 @@ def fit(
 
     ckpt_path = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir is not None else None
     if cfg.resume and ckpt_path.exists():
-        run.restore(ckpt_path, train_loader, device)
+        run.restore(ckpt_path, cfg, train_loader, device)
         if main and cfg.progress:
             print(f"resumed from {ckpt_path} after epoch {run.epoch} (step {run.step})")
     history = run.history
 
-    live = LivePlot(cfg.live_plot if main else 0)
     show = main and cfg.progress
+    every = live_plot_every(cfg.live_plot, total_steps, cfg.progress) if main else 0
+    live = LivePlot(every, min_seconds=1.0 if cfg.live_plot == "auto" else 0.0)
 
     def tell(event: str, loss: float) -> bool:
         """Run the callbacks; True when one asks to stop."""
@@ -805,7 +1001,7 @@ def fit(
             if stop or (cfg.max_steps is not None and run.step >= cfg.max_steps):
                 stop = True
                 break
-        bar.close()
+        finish_bar(bar)  # max_steps or a callback may end the epoch early: not red in Jupyter
 
         record = _epoch_record(epoch + 1, run.step, sums, n_images, time.perf_counter() - t0,
                                history, device)
@@ -914,15 +1110,19 @@ def cached_model(
     exists and ``force`` is false, ``build()`` makes the model and the saved weights are loaded:
     no training. Otherwise ``train(model)`` runs and the weights are saved (atomically) with
     metadata: its return value (a History, or plain numbers/strings/tensors), the config and
-    the training time. A notebook's ``retrain=True`` parameter maps to ``force``.
+    the training time, plus a sha256 of the weights. A damaged file (truncated, checksum wrong) is
+    reported, moved aside to ``<file>.corrupt`` and rebuilt (:func:`load_cached_artifact`).
+    A notebook's ``retrain=True`` parameter maps to ``force``.
     ``train`` should leave the weights to keep in ``model`` (copy EMA weights in if wanted).
     """
     key = config_key(name, config)
     folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     path = folder / f"{name}-{key}.pt"
     model = build()
-    if path.exists() and not force:
-        blob = _load(path, map_location=_model_device(model))
+    # read on the CPU: load_state_dict copies to the model's device (and a GPU out of memory is
+    # never mistaken for a damaged file)
+    blob = None if force else load_cached_artifact(path, required=("state_dict", "meta"))
+    if blob is not None:
         model.load_state_dict(blob["state_dict"])
         meta = blob["meta"]
         history = History.from_dict(meta["history"]) if meta.get("history") else None
@@ -945,6 +1145,6 @@ def cached_model(
     }
     if is_main_process():
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _atomic_save({"state_dict": state, "meta": meta}, path)
+        _atomic_save({"state_dict": state, "meta": meta, "sha256": _state_digest(state)}, path)
     _barrier()
     return model, CacheInfo(False, path, key, seconds, history, meta["result"], meta)

@@ -295,6 +295,60 @@ def test_train_two_steps_and_frozen_params(tiny):
     assert m.class_tiers == ds.tiers()
 
 
+def test_train_detector_shows_one_bar_per_run(tiny, monkeypatch, capsys):
+    import tqdm.auto
+
+    closed = []
+
+    class Bar:  # tqdm stand-in: records (desc, n, total) when the bar is closed
+        def __init__(self, iterable=None, total=None, desc=None, disable=False, **kw):
+            self.total, self.desc, self.disable, self.n = total, desc, disable, 0
+            assert not disable  # progress is on by default
+
+        def update(self, k=1):
+            self.n += k
+
+        def set_postfix(self, *a, **kw):
+            pass
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            closed.append((self.desc, self.n, self.total))
+
+        @staticmethod
+        def write(s, **kw):
+            print(s)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    ds, _ = tiny
+    loader = det.make_loader(ds, 4)
+    steps = len(loader) + 1  # more than one epoch, ended by max_steps
+    hist = det.train_detector(_small_model(ds.num_classes), loader,
+                              det.DetTrainConfig(epochs=3, max_steps=steps, warmup_iters=1),
+                              device="cpu", desc="tiny run")
+    assert len(hist.epochs) == 2
+    # one bar for the run, named; it ends full (tqdm.notebook paints n < total red)
+    assert closed == [("tiny run", steps, steps)]
+    out = capsys.readouterr().out
+    assert out.count("tiny run:") == 1 and f"{steps} steps" in out
+
+
+def test_detection_callers_show_progress():
+    """The paper modules train their detectors with a named progress bar, not silently."""
+    import inspect
+    import re
+
+    from course_lib import copy_paste, frozen_backbones, vitdet
+
+    for mod in (vitdet, frozen_backbones, copy_paste):
+        calls = re.findall(r"det\.train_detector\((.*?)\)\n", inspect.getsource(mod), re.S)
+        assert calls, mod.__name__
+        for call in calls:
+            assert "progress=False" not in call and "desc=" in call, (mod.__name__, call)
+
+
 def test_bf16_autocast_on_cpu(tiny):
     ds, _ = tiny
     model = _small_model(ds.num_classes)
@@ -324,6 +378,25 @@ def test_cached_detector_hit(tiny, tmp_path):
     assert not info3.from_cache and calls == [1, 1]
 
 
+def test_cached_detector_rebuilds_a_truncated_file(tiny, tmp_path):
+    ds, _ = tiny
+    calls = []
+
+    def train(model):
+        calls.append(1)
+        return det.train_detector(model, det.make_loader(ds, 4), det.DetTrainConfig(max_steps=1),
+                                  device="cpu", progress=False)
+
+    build = lambda: _small_model(ds.num_classes)  # noqa: E731
+    _, _, info = det.cached_detector("tiny", {"a": 1}, build, train, cache_dir=tmp_path)
+    data = info.path.read_bytes()
+    info.path.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match=rf"{info.path.name}.*damaged.*rebuilding"):
+        _, hist, again = det.cached_detector("tiny", {"a": 1}, build, train, cache_dir=tmp_path)
+    assert not again.from_cache and calls == [1, 1] and hist is not None
+    assert (tmp_path / f"{info.path.name}.corrupt").exists()
+
+
 def test_drawing(tiny):
     _, val = tiny
     images = [val[i][0] for i in range(3)]
@@ -338,6 +411,33 @@ def test_drawing(tiny):
     assert big.shape == (3, 256, 256)
     ax = det.draw_sample(images[0], targets[0], val.class_names)
     assert ax.images
+
+
+def test_box_labels_are_readable_text_on_a_background(tiny):
+    import matplotlib.pyplot as plt
+
+    _, val = tiny
+    image, target = val[0]
+    n = len(target["labels"])
+    assert n > 0
+    fig, axes = plt.subplots(1, 8, figsize=(16, 2.3))  # the notebooks' smallest panels
+    ax = det.draw_sample(image, target, val.class_names, ax=axes[0])
+    assert len(ax.texts) == n
+    names = {val.class_names[int(c) - 1] for c in target["labels"]}
+    for t in ax.texts:
+        assert t.get_fontsize() >= 8 and t.get_text() in names
+        assert t.get_bbox_patch() is not None  # a filled box behind the text
+    # predictions: only boxes over the threshold, with their scores
+    pred = _perfect([target])[0]
+    ax = det.draw_sample(image, pred, val.class_names, ax=axes[1], score_thresh=0.75)
+    kept = int((pred["scores"] >= 0.75).sum())
+    assert len(ax.texts) == kept and all(t.get_text().rsplit(" ", 1)[1].startswith(("0.", "1.")) for t in ax.texts)
+    assert not det.draw_sample(image, target, val.class_names, ax=axes[2], label_size=0).texts
+    # the image itself no longer carries torchvision's tiny bitmap labels
+    plain = det.render_detections(image, target, val.class_names, labels=False)
+    labelled = det.render_detections(image, target, val.class_names)
+    assert plain.shape == labelled.shape and not torch.equal(plain, labelled)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,6 +179,10 @@ def test_load_timm_body_roundtrip(tmp_path):
     assert body.channels == [64, 128, 256, 512]
     with pytest.raises(FileNotFoundError, match="weights"):
         fb.load_timm_body("resnet18", tmp_path / "missing.pth")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a truncated download names the file
+    with pytest.raises(RuntimeError, match=r"(?s)resnet18 weights .*resnet18\.pth.*damaged"):
+        fb.load_timm_body("resnet18", path)
 
 
 def test_parameters_resolve_and_fail_fast():

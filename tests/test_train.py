@@ -359,6 +359,98 @@ def test_cached_model_keeps_plain_results(tmp_path):
     assert torch.equal(again.result["per_class"], torch.arange(3))
 
 
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped byte"])
+def test_cached_model_rebuilds_a_damaged_file_and_names_it(tmp_path, damage):
+    calls = []
+
+    def build():
+        return mlp(seed=7)
+
+    def train(model):
+        calls.append(1)
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        return {"n": len(calls)}
+
+    _, info = cached_model("teacher", {"a": 1}, build, train, cache_dir=tmp_path)
+    path = info.path
+    if damage == "truncated":
+        _truncate(path)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:  # torch.load reads this silently: the stored checksum catches it
+        blob = torch.load(path, weights_only=True)
+        blob["state_dict"]["0.weight"][0, 0] += 1.0
+        torch.save(blob, path)
+    with pytest.warns(RuntimeWarning, match=rf"{path.name}.*damaged.*rebuilding"):
+        m, again = cached_model("teacher", {"a": 1}, build, train, cache_dir=tmp_path)
+    assert not again.from_cache and len(calls) == 2 and again.path == path
+    assert (tmp_path / f"{path.name}.corrupt").exists()  # moved aside, not lost
+    _, third = cached_model("teacher", {"a": 1}, build, train, cache_dir=tmp_path)
+    assert third.from_cache and len(calls) == 2 and third.result == {"n": 2}
+
+
+def test_load_cached_artifact(tmp_path):
+    assert T.load_cached_artifact(tmp_path / "missing.pt") is None
+    good = tmp_path / "good.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "meta": {}}, good)
+    assert T.load_cached_artifact(good, required=("state_dict", "meta"))["meta"] == {}
+    with pytest.warns(RuntimeWarning, match="keys missing: other"):
+        assert T.load_cached_artifact(good, required=("other",)) is None
+    assert not good.exists() and (tmp_path / "good.pt.corrupt").exists()
+
+
+def _crash_after_first_epoch(event, state):
+    if event == "epoch_end" and state.epoch == 1:
+        raise RuntimeError("simulated crash")
+
+
+def _first_epoch(tmp_path, model=None, n=32, bs=8, **kw):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(model if model is not None else mlp(seed=0), loader(blobs(n=n), bs),
+            config(checkpoint_dir=tmp_path, epochs=3, lr=1e-2, **kw),
+            callbacks=[_crash_after_first_epoch])
+    return tmp_path / "last.pt"
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    ckpt = _first_epoch(tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)last\.pt.*different run.*lr: 0\.01 in the "
+                                         r"checkpoint, 0\.001 now.*resume=False"):
+        fit(mlp(seed=0), loader(blobs(n=32), 8),
+            config(checkpoint_dir=tmp_path, resume=True, epochs=3, lr=1e-3))
+    with pytest.raises(ValueError, match=r"epochs: 3 in the checkpoint, 5 now"):
+        fit(mlp(seed=0), loader(blobs(n=32), 8),
+            config(checkpoint_dir=tmp_path, resume=True, epochs=5, lr=1e-2))
+    with pytest.raises(ValueError, match=r"batches per epoch.*4 in the checkpoint, 2 now"):
+        fit(mlp(seed=0), loader(blobs(n=32), 16),
+            config(checkpoint_dir=tmp_path, resume=True, epochs=3, lr=1e-2))
+    wide = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
+    with pytest.raises(ValueError, match=r"model: .*0\.weight \(16, 8\) in the checkpoint, "
+                                         r"\(32, 8\) now"):
+        fit(wide, loader(blobs(n=32), 8),
+            config(checkpoint_dir=tmp_path, resume=True, epochs=3, lr=1e-2))
+    assert ckpt.exists()
+    # display/evaluation settings do not count: this resumes (and finishes) the run
+    h = fit(mlp(seed=0), loader(blobs(n=32), 8),
+            config(checkpoint_dir=str(tmp_path), resume=True, epochs=3, lr=1e-2, eval_every=2,
+                   live_plot=5))
+    assert [r["epoch"] for r in h.epochs] == [1, 2, 3]
+
+
+def test_resume_names_a_damaged_checkpoint(tmp_path):
+    ckpt = _first_epoch(tmp_path)
+    _truncate(ckpt)
+    with pytest.raises(T.DamagedFileError, match=r"(?s)last\.pt.*damaged.*Delete it.*resume=False"):
+        fit(mlp(seed=0), loader(blobs(n=32), 8),
+            config(checkpoint_dir=tmp_path, resume=True, epochs=3, lr=1e-2))
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
@@ -424,6 +516,115 @@ def test_live_plot_is_headless_safe():
     fig = T.LivePlot(1, enabled=True).draw(hist)
     assert fig.axes[0].lines
     assert len(hist.steps["loss"]) == 8
+
+
+def _fake_notebook(monkeypatch, headless: bool):
+    """A Jupyter kernel as fit sees it: viz.headless() says ``headless``, displays are kept."""
+    import IPython.display
+
+    from course_lib import viz
+
+    shown = []
+    monkeypatch.setattr(viz, "headless", lambda: headless)
+    monkeypatch.setattr(T, "_in_notebook", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj) or
+                        type("Handle", (), {"update": lambda self, o: shown.append(o)})())
+    return shown
+
+
+def test_live_plot_is_auto_on_in_an_interactive_notebook(monkeypatch):
+    from matplotlib.figure import Figure
+
+    assert TrainConfig().live_plot == "auto"
+    shown = _fake_notebook(monkeypatch, headless=False)
+    assert T.live_plot_every("auto", 24) == 10 and T.live_plot_every("auto", 4000) == 100
+    ds = blobs(n=96)
+    fit(mlp(), loader(ds, 4), config(epochs=1, progress=True))  # 24 steps: redraw every 10
+    assert shown and all(isinstance(f, Figure) for f in shown)
+    assert len(shown) <= 3  # step 10 (step 20, < 1 s later, is skipped) and the epoch end: cheap
+    assert T.live_plot_every("auto", 24, progress=False) == 0  # a quiet run stays quiet
+    assert T.live_plot_every(5, 24) == 5  # an explicit interval is kept
+    with pytest.raises(ValueError, match="live_plot"):
+        TrainConfig(live_plot="sometimes")
+
+
+def test_live_plot_is_off_headless(monkeypatch):
+    ds = blobs(n=16)
+    shown = _fake_notebook(monkeypatch, headless=True)
+    fit(mlp(), loader(ds, 4), config(epochs=1, progress=True))
+    assert shown == []
+    assert T.live_plot_every("auto", 1000) == 0
+    monkeypatch.undo()  # the real viz.headless(): COURSE_HEADLESS=1 or Agg turns it off
+    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    assert T.live_plot_every("auto", 1000) == 0
+    monkeypatch.delenv("COURSE_HEADLESS")
+    assert matplotlib.get_backend().lower() == "agg"
+    assert T.live_plot_every("auto", 1000) == 0
+
+
+class _BarLog:
+    """A stand-in for tqdm that records every bar's desc, n and total when it is closed."""
+
+    def __init__(self):
+        self.closed = []
+        log = self
+
+        class Bar:
+            def __init__(self, iterable=None, total=None, desc=None, disable=False, **kw):
+                self.total, self.desc, self.disable, self.n = total, desc, disable, 0
+
+            def update(self, k=1):
+                self.n += k
+
+            def set_postfix(self, *a, **kw):
+                pass
+
+            def refresh(self):
+                pass
+
+            def close(self):
+                log.closed.append((self.desc, self.n, self.total))
+
+            @staticmethod
+            def write(s, **kw):
+                print(s)
+
+        self.Bar = Bar
+
+
+def test_progress_bars_end_full_when_max_steps_stops_early(monkeypatch):
+    import tqdm.auto
+
+    bars = _BarLog()
+    monkeypatch.setattr(tqdm.auto, "tqdm", bars.Bar)
+    ds = blobs(n=32)
+    fit(mlp(), loader(ds, 4), config(epochs=2, progress=True, max_steps=3, live_plot=0))
+    assert bars.closed  # one bar per epoch that ran
+    # tqdm.notebook paints a bar closed with n < total red: an early stop is no error
+    assert all(n == total for _, n, total in bars.closed), bars.closed
+    assert bars.closed[-1][1] == 3
+
+    bars.closed.clear()
+
+    def stop_at_2(event, state):
+        if event == "step_end" and state.step == 2:
+            raise StopTraining
+
+    fit(mlp(), loader(ds, 4), config(epochs=1, progress=True, live_plot=0), callbacks=[stop_at_2])
+    assert bars.closed == [("epoch 1/1", 2, 2)]
+
+
+def test_finish_bar_on_a_real_tqdm():
+    import io
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=10, disable=False, leave=False, file=io.StringIO())
+    bar.update(4)
+    T.finish_bar(bar)
+    assert bar.n == bar.total == 4
+    quiet = tqdm(total=10, disable=True)
+    T.finish_bar(quiet)  # a disabled bar is left alone
 
 
 def test_setup_distributed_outside_torchrun(monkeypatch):
