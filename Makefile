@@ -25,7 +25,7 @@ REPORT_PROFILE = $(or $(PROFILE),$(COURSE_PROFILE),study)
 # (MPLBACKEND is left alone here: Agg would hide the figures of `make run` and `make lab`.)
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: help venv run lab test test-fast clean-notebooks refresh-outputs check-notebooks readme bench
+.PHONY: help venv run record lab test test-fast clean-notebooks refresh-outputs check-notebooks readme bench
 
 help: ## list the targets
 	@echo "Vision Paper Study Notebooks"
@@ -56,12 +56,15 @@ done; \
 if [ -z "$$nbs" ]; then echo "no notebooks in notebooks/" >&2; exit 2; fi
 endef
 
-run: $(STAMP) ## run notebook(s) headless with papermill into runs/<time>/, then print "paper vs. ours"
+# A user's run never writes a tracked file: executed notebooks and results go to runs/<time>/.
+run: $(STAMP) ## run notebook(s) headless with papermill into runs/<time>/ (results too), then print "paper vs. ours"
 	@$(RESOLVE_NBS); \
 	mkdir -p $(RUN_DIR); failed=""; \
+	export COURSE_RESULTS_DIR="$(CURDIR)/$(RUN_DIR)" COURSE_HEADLESS=1; \
 	for nb in $$nbs; do \
-	  echo "== $$nb -> $(RUN_DIR)/$$nb.ipynb"; \
+	  echo "== $$nb -> $(RUN_DIR)/$$nb.ipynb (cell outputs follow; results: $(RUN_DIR)/$$nb/)"; \
 	  $(BIN)/papermill notebooks/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb --cwd notebooks -k python3 \
+	    --log-output --no-progress-bar \
 	    $(if $(PROFILE),-p profile $(PROFILE)) $(PARAMS) || failed="$$failed $$nb"; \
 	done; \
 	for nb in $$nbs; do \
@@ -69,8 +72,15 @@ run: $(STAMP) ## run notebook(s) headless with papermill into runs/<time>/, then
 	  echo; echo "== paper vs. ours: $$nb ($(REPORT_PROFILE))"; \
 	  $(BIN)/python -m course_lib report --notebook $$nb --profile $(REPORT_PROFILE) || failed="$$failed $$nb(report)"; \
 	done; \
-	echo; echo "run notebooks: $(RUN_DIR)/"; \
+	echo; echo "run notebooks and results: $(RUN_DIR)/"; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
+
+record: $(STAMP) ## maintainers: record NB=... (study profile) from a clean commit into results/<nb>/
+	@test -n "$(NB)" || { echo "usage: make record NB=03_deit [PROFILE=study] [PARAMS='-p seed 1']" >&2; exit 2; }
+	@$(RESOLVE_NBS); \
+	for nb in $$nbs; do \
+	  $(BIN)/python tools/record.py $$nb --profile $(or $(PROFILE),study) $(PARAMS); \
+	done
 
 lab: $(STAMP) ## open JupyterLab on notebooks/ (registers the kernels first)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)"

@@ -74,7 +74,7 @@ def _notebook_ids(given: Sequence[str], available: Sequence[str]) -> list[str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    records = load_all(args.results, profile=args.profile)
+    records = load_all(paths.RECORDED_DIR if args.recorded else args.results, profile=args.profile)
     notebooks = _notebook_ids(args.notebook, list(records)) if args.notebook else None
     text = render_report(records, args.profile, notebooks)
     if args.out:
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="markdown scoreboard of all results")
     rp.add_argument("--profile", default="study", help="which profile's results (default study)")
     rp.add_argument("--results", default=None, help="results folder (default: paths.results_dir())")
+    rp.add_argument("--recorded", action="store_true",
+                    help="the committed study runs in <repo>/results instead of a run's results")
     rp.add_argument("--out", default=None, help="write the markdown here instead of stdout")
     rp.add_argument("--notebook", action="append", default=[],
                     help="only this notebook (id or unique prefix; repeatable)")
@@ -173,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("readme", help="regenerate the README's notebook table")
     rd.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
     rd.add_argument("--readme", default=None, help="README file (default: <repo>/README.md)")
-    rd.add_argument("--results", default=None, help="results folder (default: paths.results_dir())")
+    rd.add_argument("--results", default=None,
+                    help="results folder (default: the recorded runs, <repo>/results)")
     rd.add_argument("--notebooks", default=None, help="notebooks folder (default: <repo>/notebooks)")
     rd.add_argument("--profile", default="study", help="whose verdicts to show (default study)")
     rd.set_defaults(func=cmd_readme)

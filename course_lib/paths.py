@@ -2,7 +2,8 @@
 
 Environment variables override the defaults so CI and papermill runs can redirect them:
 ``COURSE_DATA`` (datasets and world cache), ``COURSE_CACHE`` (trained artifacts),
-``COURSE_RESULTS_DIR`` (results JSON files).
+``COURSE_RESULTS_DIR`` (results JSON files of a run; the recorded study runs are in
+``<repo>/results``, see :data:`RECORDED_DIR`).
 """
 from __future__ import annotations
 
@@ -42,8 +43,15 @@ def cache_dir() -> Path:
     return p
 
 
+# The study runs maintainers recorded from a clean commit (``make record``): tracked, read by
+# the README table and the tests. Nothing a user runs writes here.
+RECORDED_DIR = REPO_ROOT / "results"
+
+
 def results_dir() -> Path:
-    """Results JSON files: ``$COURSE_RESULTS_DIR`` or ``<repo>/results``."""
-    p = Path(os.environ.get("COURSE_RESULTS_DIR", REPO_ROOT / "results"))
+    """Where a run writes its results JSON: ``$COURSE_RESULTS_DIR``, else ``<repo>/runs/results``
+    (untracked). ``make run`` points it at ``runs/<time>/``, next to the executed notebooks;
+    ``make record`` at :data:`RECORDED_DIR`."""
+    p = Path(os.environ.get("COURSE_RESULTS_DIR") or REPO_ROOT / "runs" / "results")
     p.mkdir(parents=True, exist_ok=True)
     return p

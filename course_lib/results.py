@@ -392,10 +392,11 @@ def _git(*args: str) -> str | None:
 def git_state() -> tuple[str | None, bool]:
     """(short commit sha or ``None``, whether tracked or new files differ from it).
 
-    Changes under ``results/`` do not count: saving a record must not make the next one dirty.
+    Changes under ``results/`` and of ``README.md`` (its table is regenerated from the records)
+    do not count: saving a record must not make the next one dirty.
     """
     commit = _git("rev-parse", "--short", "HEAD")
-    status = _git("status", "--porcelain", "--", ".", ":(exclude)results")
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)README.md")
     return commit or None, bool(status)
 
 
