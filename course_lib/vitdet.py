@@ -915,7 +915,7 @@ def train_mae(P: config.Params, d: Data):
 
     def fit(mae):
         cfg = train.TrainConfig(epochs=P.mae_epochs, lr=P.pretrain_lr, weight_decay=0.05, warmup_epochs=1,
-                                progress=False, seed=P.seed, amp="auto")
+                                seed=P.seed, amp="auto")
         return train.fit(mae, _pre_loader(P, d, P.seed), cfg, criterion=lambda x, out, y: out[0],
                          device=P.torch_device)
 
@@ -933,7 +933,7 @@ def train_supervised(P: config.Params, d: Data):
 
     def fit(vit):
         cfg = train.TrainConfig(epochs=P.sup_epochs, lr=P.pretrain_lr, weight_decay=0.05, warmup_epochs=1,
-                                label_smoothing=0.1, progress=False, seed=P.seed, amp="auto")
+                                label_smoothing=0.1, seed=P.seed, amp="auto")
         return train.fit(vit, _pre_loader(P, d, P.seed), cfg, device=P.torch_device)
 
     return train.cached_model("vitdet_supervised", _pre_key(P, d, "supervised"), build, fit, force=P.retrain)
@@ -988,7 +988,8 @@ def train_detector(P: config.Params, d: Data, v: Variant, pretrained, pre_info):
                                  warmup_iters=min(50, max(steps // 10, 1)), batch_size=P.batch_size,
                                  **({"max_steps": P.max_steps} if P.max_steps else {}))
         loader = det.make_loader(d.train, P.batch_size, shuffle=True, seed=P.seed)
-        return det.train_detector(model, loader, cfg, device=P.torch_device, progress=False)
+        name = f"{v.pyramid}, {v.propagation} propagation, {v.pretrain} pretraining"
+        return det.train_detector(model, loader, cfg, device=P.torch_device, desc=name)
 
     model, hist, info = det.cached_detector("vitdet_" + "_".join(map(str, dataclasses.astuple(v))),
                                             _det_key(P, v, pre_info), build, fit, force=P.retrain)

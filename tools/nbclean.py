@@ -64,6 +64,7 @@ def smoke_env(results_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> d
         "COURSE_CACHE": str(cache_dir),
         "COURSE_WORKERS": "0",
         "MPLBACKEND": "Agg",
+        "COURSE_HEADLESS": "1",  # viz.headless(): static figures for widgets, no live loss plot
         "PYTHONHASHSEED": "0",
         "JUPYTER_PREFER_ENV_PATH": "1",
     }
