@@ -66,6 +66,7 @@ import copy
 import json
 import math
 import re
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -89,7 +90,7 @@ __all__ = [
     "pretrain", "finetune", "train_variant", "retrieval_scores", "retrieval_metrics", "evaluate",
     "run_table1", "table1_frame", "itm_plateau_probe", "ITM_PROBES", "pseudo_targets", "noisy_pair_diagnosis", "gradcam", "param_counts",
     "build_model", "config_from_params", "fixed_inputs", "plot_table1", "plot_histories", "show_pseudo_targets",
-    "show_gradcam", "retrieval_figure", "recorder", "record_results",
+    "show_gradcam", "retrieval_figure", "recorder", "record_results", "show_pairs", "wrap_text",
 ]
 
 PAPER_URL = "https://arxiv.org/abs/2107.07651"
@@ -1444,6 +1445,47 @@ def fixed_inputs(tok: CaptionTokenizer, cfg: ALBEFConfig, n: int = 4) -> tuple[t
 # ==============================================================================================
 # Plots and the widget
 # ==============================================================================================
+def wrap_text(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters at spaces (never inside a word;
+    a single word longer than ``width`` keeps its own line). Existing line breaks are kept."""
+    return "\n".join(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
+                     for line in str(text).splitlines() or [""])
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` unchanged when it has at most ``width`` characters, else cut at a word boundary
+    with " ..." (one line of a list that must not run off the figure)."""
+    return text if len(text) <= width else textwrap.shorten(text, width, placeholder=" ...")
+
+
+def _chars_per_line(width_in: float, fontsize: float) -> int:
+    """About how many characters of a ``fontsize`` pt proportional font fit in ``width_in`` inches."""
+    return max(12, int(width_in * 72 / (0.55 * fontsize)))
+
+
+def show_pairs(data: PairData, indices: Sequence[int], ncols: int = 4, size: float = 3.5, fontsize: float = 7):
+    """Training pairs: each image with its given caption, and for a corrupted pair (red) the true
+    caption too; captions wrapped at word boundaries to the panel's width."""
+    import matplotlib.pyplot as plt
+
+    indices = [int(i) for i in indices]
+    ncols = max(1, min(ncols, len(indices)))
+    nrows = max(1, math.ceil(len(indices) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, 1.15 * size * nrows), squeeze=False)
+    width = _chars_per_line(size * 0.95, fontsize)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices):
+        ax.imshow(data.load_images([int(data.image_of[i])])[0].permute(1, 2, 0).numpy())
+        bad = data.noise is not None and data.noise[i] > 0
+        title = wrap_text(f"given: {data.captions[i]}", width)
+        if bad and data.clean is not None:
+            title += "\n" + wrap_text(f"true: {data.clean[i]}", width)
+        ax.set_title(title, fontsize=fontsize, color="red" if bad else "black")
+    fig.tight_layout()
+    return fig
+
+
 def plot_histories(res: Mapping[str, Any], setting: str = "noisy"):
     """Pre-training losses per variant (ITC, ITM, MLM) of one setting."""
     import matplotlib.pyplot as plt
@@ -1510,6 +1552,7 @@ def show_pseudo_targets(model: ALBEF, data: PairData, indices: Sequence[int], po
             lines.append((f"{r + 1}. q={pp:.2f}  {caps[int(j)]}{tag}", "tab:blue"))
         row[1].set_axis_off()
         for n, (text, color) in enumerate(lines):
+            text = _fit(text, int(fig.get_figwidth() * 6 / 7 * 72 / (0.6 * 8)))  # monospace 8 pt
             row[1].text(0, 1 - n / max(len(lines), 7), text, color=color, fontsize=8, va="top",
                         transform=row[1].transAxes, family="monospace")
     fig.suptitle("momentum model's top texts (pseudo-targets of eq. 6) for training images")
@@ -1530,7 +1573,7 @@ def show_gradcam(model: ALBEF, image_u8: torch.Tensor, caption: str, layer: int 
     overlay(axes[0], img, title=f"ITM p={prob:.2f}")
     for ax, i in zip(axes[1:], keep):
         overlay(ax, img, cam[i], 0.6, title=tokens[i])
-    fig.suptitle(caption, fontsize=9)
+    fig.suptitle(wrap_text(caption, _chars_per_line(fig.get_figwidth() * 0.95, 9)), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -1564,7 +1607,7 @@ def retrieval_figure(model: ALBEF, data: PairData, direction: str, index: int, t
                 ax.set_title(f"p={p:.2f}" + (" ✓" if j in truth else ""), fontsize=9,
                              color="green" if j in truth else "black")
                 ax.set_axis_off()
-            fig.suptitle(f"query: {query}", fontsize=9)
+            fig.suptitle(wrap_text(f"query: {query}", _chars_per_line(fig.get_figwidth() * 0.95, 9)), fontsize=9)
         else:
             i = index % data.num_images
             sims = (img_feat[i:i + 1] @ txt_feat.T)[0]
@@ -1579,7 +1622,8 @@ def retrieval_figure(model: ALBEF, data: PairData, direction: str, index: int, t
             truth = set(data.img2txt()[i])
             for r, s in enumerate(srt.tolist()):
                 j = int(top[s])
-                axes[1].text(0, 1 - r / k, f"{r + 1}. p={float(p[s]):.2f}  {data.captions[j]}" + ("  ✓" if j in truth else ""),
+                line = _fit(f"{r + 1}. p={float(p[s]):.2f}  {data.captions[j]}", _chars_per_line(8.8, 9))
+                axes[1].text(0, 1 - r / k, line + ("  ✓" if j in truth else ""),
                              transform=axes[1].transAxes, va="top", fontsize=9,
                              color="green" if j in truth else "black")
             axes[0].set_title("query image", fontsize=9)

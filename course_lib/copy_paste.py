@@ -587,7 +587,8 @@ def train_run(P: config.Params, d: CPData, spec: RunSpec, seed: int | None = Non
         epochs = max(1, math.ceil(P.steps / max(1, len(loader))))
         cfg = det.DetTrainConfig(epochs=epochs, lr=P.lr, warmup_iters=max(1, P.steps // 10),
                                  max_steps=P.steps, batch_size=bs, seed=seed)
-        hist = det.train_detector(model, loader, cfg, device=P.torch_device, progress=False)
+        hist = det.train_detector(model, loader, cfg, device=P.torch_device,
+                                  desc=f"{spec.name}, seed {seed}")
         if cp is not None and hist.epochs:  # kept with the cached model
             hist.epochs[-1].update({f"cp_{k}": float(v) for k, v in cp.stats.items()})
         return hist

@@ -871,7 +871,8 @@ def _lr_at(step: int, total: int, cfg: DetTrainConfig) -> float:
 
 def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | None = None,
                    device=None, params: Iterable[torch.nn.Parameter] | None = None,
-                   progress: bool = True, callback: Callable[[dict], None] | None = None) -> DetHistory:
+                   progress: bool = True, callback: Callable[[dict], None] | None = None,
+                   desc: str | None = None) -> DetHistory:
     """Train a torchvision detector in place on batches ``(list of images, list of targets)``.
 
     The loss is the sum of the model's loss dict (RPN objectness + box, RoI classifier + box,
@@ -879,11 +880,14 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
     AMP through ``course_lib.train.amp_settings`` (``amp="bf16"`` runs bf16 autocast on CPU).
     A step whose loss is not finite is skipped (counted in ``skipped_steps``).
     ``callback(record)`` is called after every epoch with the epoch's record.
+    ``progress``: one tqdm bar for the whole run (``desc`` names it; epoch, loss and lr in its
+    postfix) and one summary line at the end; ``cfg.log_every`` adds a line every that many
+    steps.
     """
     from tqdm.auto import tqdm
 
     from .config import pick_device, seed_everything
-    from .train import amp_settings
+    from .train import amp_settings, finish_bar
 
     cfg = cfg or DetTrainConfig()
     device = torch.device(device) if device is not None else pick_device("auto")
@@ -903,6 +907,9 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
         total = min(total, cfg.max_steps)
     hist = DetHistory()
     step = 0
+    bar = tqdm(total=total, desc=desc or "detector", unit="step", disable=not progress,
+               leave=False)
+    t_run = time.perf_counter()
     for epoch in range(cfg.epochs):
         if step >= total:
             break
@@ -917,8 +924,6 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
         sums: dict[str, float] = {}
         n_img, skipped = 0, 0
         t0 = time.perf_counter()
-        bar = tqdm(total=min(steps_per_epoch, total - step), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
         for images, targets in loader:
             images = [im.to(device, non_blocking=True) for im in images]
             targets = _to_device(targets, device)
@@ -949,11 +954,13 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
             hist.steps["loss"].append(float(loss.detach()))
             hist.steps["lr"].append(lr)
             bar.update(1)
+            if progress:
+                bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}",
+                                loss=f"{hist.steps['loss'][-1]:.4f}", lr=f"{lr:.2e}", refresh=False)
             if cfg.log_every and step % cfg.log_every == 0 and progress:
-                print(f"step {step}/{total} loss {float(loss):.4f} lr {lr:.2e}")
+                tqdm.write(f"step {step}/{total} loss {hist.steps['loss'][-1]:.4f} lr {lr:.2e}")
             if step >= total:
                 break
-        bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -967,11 +974,15 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
             rec["peak_mem_mb"] = (max(0.0, _proc_status_mb("VmHWM") - rss0) if can_peak
                                   else float("nan"))
         hist.epochs.append(rec)
-        if progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs} | loss {rec.get('loss', float('nan')):.4f} | "
-                  f"{rec['images_per_s']:.1f} img/s | {seconds:.1f} s")
         if callback is not None:
             callback(rec)
+    finish_bar(bar)  # n == total, so a finished run never ends red in Jupyter
+    if progress and hist.epochs:
+        rec, seconds = hist.epochs[-1], time.perf_counter() - t_run
+        images = sum(r["images"] for r in hist.epochs)
+        print(f"{desc or 'detector'}: {step} steps, {len(hist.epochs)} epochs | last epoch loss "
+              f"{rec.get('loss', float('nan')):.4f} | {images / max(seconds, 1e-9):.1f} img/s | "
+              f"{seconds:.1f} s")
     return hist
 
 
@@ -1224,10 +1235,11 @@ _PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#
 
 def render_detections(image, target: Mapping, class_names: Sequence[str] | None = None,
                       score_thresh: float = 0.0, alpha: float = 0.45,
-                      min_side: int = 256) -> torch.Tensor:
-    """uint8 image with the masks and boxes (and class names, scores) of ``target`` (a
-    ground-truth target or a prediction) drawn on it. Images smaller than ``min_side`` are
-    enlarged by an integer factor (nearest) first so the labels stay readable."""
+                      min_side: int = 256, labels: bool = True) -> torch.Tensor:
+    """uint8 image with the masks and boxes (and, with ``labels``, class names and scores, in
+    torchvision's small bitmap font) of ``target`` (a ground-truth target or a prediction) drawn
+    on it. Images smaller than ``min_side`` are enlarged by an integer factor (nearest) first so
+    the labels stay readable. :func:`draw_sample` draws the labels with matplotlib instead."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     img = _uint8(image)
@@ -1235,15 +1247,15 @@ def render_detections(image, target: Mapping, class_names: Sequence[str] | None 
     up = max(1, min_side // max(H, W)) if min_side else 1   # small images: enlarge, so labels fit
     if up > 1:
         img = img.repeat_interleave(up, -2).repeat_interleave(up, -1)
-    labels = torch.as_tensor(target["labels"]).cpu()
-    keep = torch.ones(len(labels), dtype=torch.bool)
+    classes = torch.as_tensor(target["labels"]).cpu()
+    keep = torch.ones(len(classes), dtype=torch.bool)
     scores = target.get("scores")
     if scores is not None:
         keep = torch.as_tensor(scores).cpu() >= score_thresh
-    labels = labels[keep]
-    colors = [_PALETTE[(int(c) - 1) % len(_PALETTE)] for c in labels]
+    classes = classes[keep]
+    colors = [_PALETTE[(int(c) - 1) % len(_PALETTE)] for c in classes]
     masks = target.get("masks")
-    if masks is not None and len(labels):
+    if masks is not None and len(classes):
         m = torch.as_tensor(masks).cpu()[keep]
         m = m[:, 0] if m.ndim == 4 else m
         m = m.float() >= 0.5 if m.is_floating_point() else m > 0
@@ -1252,22 +1264,59 @@ def render_detections(image, target: Mapping, class_names: Sequence[str] | None 
         img = draw_segmentation_masks(img, m, alpha=alpha, colors=colors)
     boxes = torch.as_tensor(target["boxes"]).cpu().float()[keep] * up
     if len(boxes):
-        names = [class_names[int(c) - 1] if class_names is not None else str(int(c)) for c in labels]
-        if scores is not None:
-            names = [f"{n} {float(s):.2f}" for n, s in zip(names, torch.as_tensor(scores).cpu()[keep])]
+        names = _box_names(target, class_names, keep) if labels else None
         img = draw_bounding_boxes(img, boxes, labels=names, colors=colors, width=max(1, up // 2))
     return img
 
 
+def _box_names(target: Mapping, class_names: Sequence[str] | None, keep: torch.Tensor) -> list[str]:
+    """The label of each kept box: its class name, followed by its score for a prediction."""
+    classes = torch.as_tensor(target["labels"]).cpu()[keep]
+    names = [class_names[int(c) - 1] if class_names is not None else str(int(c)) for c in classes]
+    scores = target.get("scores")
+    if scores is not None:
+        names = [f"{n} {float(s):.2f}" for n, s in zip(names, torch.as_tensor(scores).cpu()[keep])]
+    return names
+
+
+def _label_boxes(ax, boxes: torch.Tensor, names: Sequence[str], colors: Sequence[str], width: int,
+                 height: int, fontsize: float = 8) -> None:
+    """Class names on ``ax`` (an image of ``width`` x ``height`` pixels) in points, so they stay
+    readable whatever the image's resolution: on a box of the box's colour at the top-left corner
+    of each box, above it when there is room, inside it at the image's top edge."""
+    from matplotlib.colors import to_rgb
+
+    for (x1, y1, x2, _), name, color in zip(boxes.tolist(), names, colors):
+        r, g, b = to_rgb(color)
+        text_color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+        above = y1 > 0.12 * height
+        right = x1 > 0.6 * width  # a label starting near the right edge runs leftwards
+        ax.text(x2 if right else x1, y1, name, fontsize=fontsize, color=text_color,
+                ha="right" if right else "left", va="bottom" if above else "top", clip_on=True,
+                bbox=dict(boxstyle="square,pad=0.15", facecolor=color, edgecolor="none", alpha=0.85))
+
+
 def draw_sample(image, target: Mapping, class_names: Sequence[str] | None = None, ax=None,
-                score_thresh: float = 0.0, title: str | None = None):
-    """Show one image with its masks and boxes (ground truth or prediction); returns the axes."""
+                score_thresh: float = 0.0, title: str | None = None, label_size: float = 8):
+    """Show one image with its masks and boxes (ground truth or prediction), each box labelled
+    with its class (and score) in ``label_size`` pt text on a box of its colour (0: no labels);
+    returns the axes."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3))
-    ax.imshow(render_detections(image, target, class_names, score_thresh).permute(1, 2, 0).numpy(),
-              interpolation="nearest")
+    drawn = render_detections(image, target, class_names, score_thresh, labels=False)
+    ax.imshow(drawn.permute(1, 2, 0).numpy(), interpolation="nearest")
+    boxes = torch.as_tensor(target["boxes"]).cpu().float()
+    if label_size and len(boxes):
+        keep = torch.ones(len(boxes), dtype=torch.bool)
+        if target.get("scores") is not None:
+            keep = torch.as_tensor(target["scores"]).cpu() >= score_thresh
+        up = drawn.shape[-1] / _uint8(image).shape[-1]
+        classes = torch.as_tensor(target["labels"]).cpu()[keep]
+        colors = [_PALETTE[(int(c) - 1) % len(_PALETTE)] for c in classes]
+        _label_boxes(ax, boxes[keep] * up, _box_names(target, class_names, keep), colors,
+                     drawn.shape[-1], drawn.shape[-2], label_size)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=8)

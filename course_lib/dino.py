@@ -74,7 +74,8 @@ __all__ = [
     "MultiCropNet", "cosine_schedule", "ema_update", "clip_gradients", "train_dino", "world_config", "dino_config", "train_backbone",
     "study_backbone", "load_dino_weights", "build_backbone", "forward_tokens", "extract_features",
     "knn_classifier", "linear_probe", "cls_attention", "attention_masks", "jaccard",
-    "foreground_masks", "normalize", "IMAGENET_MEAN", "IMAGENET_STD",
+    "foreground_masks", "normalize", "IMAGENET_MEAN", "IMAGENET_STD", "photos", "plot_jaccard",
+    "plot_photo_attention",
 ]
 
 PAPER_URL = "https://arxiv.org/abs/2104.14294"
@@ -1354,6 +1355,74 @@ def plot_masks(models: Mapping[str, VisionTransformer], images: torch.Tensor, fg
                                 ha="right", fontsize=9)
     axes[0, 0].text(-0.1, 0.5, "image + objects", transform=axes[0, 0].transAxes, rotation=90, va="center",
                     ha="right", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_jaccard(evals: Mapping[str, Mapping[str, Any]], threshold: float = 0.6):
+    """Left: histogram of the per-image Jaccard of the ``threshold``-mass mask (mean of heads) per
+    model; right: the Jaccard of every head per model (outlined: the head chosen on val). Heads
+    are whole numbers on the x axis, one tick per head."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.4))
+    bins = np.linspace(0, 1, 21)
+    for n, e in evals.items():
+        ax[0].hist(np.asarray(e["jaccard_per_image"]), bins=bins, alpha=0.5,
+                   label=f"{n} (mean {e['jaccard_mean']:.1f})")
+    ax[0].set(xlabel=f"Jaccard of the {threshold:.0%}-mass mask (mean of heads)", ylabel="images")
+    ax[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax[0].legend(fontsize=8)
+    w = 0.8 / max(1, len(evals))
+    n_heads = max(len(e["jaccard_per_head"]) for e in evals.values())
+    for k, (n, e) in enumerate(evals.items()):
+        hs = np.arange(len(e["jaccard_per_head"]))
+        bars = ax[1].bar(hs + (k - (len(evals) - 1) / 2) * w, e["jaccard_per_head"], w, label=n)
+        best = e.get("best_head")
+        if best is not None:
+            bars[int(best)].set_edgecolor("k")
+            bars[int(best)].set_linewidth(1.5)
+    ax[1].set_xticks(np.arange(n_heads), [str(h) for h in range(n_heads)])
+    ax[1].set(xlabel="head", ylabel="Jaccard (%)", title="per head (outlined: chosen on val)")
+    ax[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # off the bars
+    fig.tight_layout()
+    return fig
+
+
+def plot_photo_attention(model: VisionTransformer, names: Sequence[str] = ("astronaut", "chelsea", "coffee", "rocket"),
+                         size: int | None = None, display: int = 448, threshold: float = 0.6, alpha: float = 0.55,
+                         heads: bool = True, panel: float = 2.3, title: str | None = None):
+    """The last layer's class-token attention on scikit-image photos. One row per photo, labelled
+    with its name: the photo at ``display`` px (what a person sees), the mean of the heads, its
+    ``threshold``-mass mask and (``heads``) every head, each map upsampled (bilinear) onto the photo.
+    The model sees the same centre crop at ``size`` px (default: its training size, at least 64)."""
+    import matplotlib.pyplot as plt
+
+    from .viz import overlay
+
+    size = int(size or max(64, int(model.img_size[0])))
+    p = int(model.patch_size[0])
+    size = max(p, size // p * p)
+    small = photos(size, names)
+    big = photos(display, names).float() / 255  # float in [0, 1] for the drawing
+    maps = cls_attention(model, small)  # (n, heads, h, w)
+    n_heads = maps.shape[1] if heads else 0
+    cols = 3 + n_heads
+    fig, axes = plt.subplots(len(names), cols, figsize=(panel * cols, panel * len(names) + 0.4), squeeze=False)
+    for i, name in enumerate(names):
+        ax = axes[i]
+        overlay(ax[0], big[i])
+        ax[0].set_title(name, fontsize=10, fontweight="bold")
+        mean = maps[i].mean(0)
+        overlay(ax[1], big[i], mean, alpha, title="mean of heads" if i == 0 else None)
+        mask = attention_masks(maps[i:i + 1], threshold, "mean")[0]
+        overlay(ax[2], big[i], mean * mask, alpha, mask=mask, title=f"{threshold:.0%} of the mass" if i == 0 else None)
+        for h in range(n_heads):
+            overlay(ax[3 + h], big[i], maps[i, h], alpha, title=f"head {h}" if i == 0 else None)
+    gh, gw = maps.shape[-2:]
+    fig.suptitle(title or f"last-layer [CLS] attention: the model sees {size} px ({gh}x{gw} patches of {p} px); "
+                 f"maps upsampled onto the {display} px photo", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -44,6 +44,11 @@ __all__ = [
     "heatmap",
     "panel_problems",
     "headless",
+    "KOREAN_FONTS",
+    "has_hangul",
+    "korean_font",
+    "korean_text",
+    "title_ko",
     "interact_with_fallback",
     "static_fallback",
     "attention_explorer",
@@ -471,6 +476,77 @@ def panel_problems(fig: Figure) -> list[str]:
                 where = f"axes {i}" + (f" ({title!r})" if title else "")
                 problems.append(f"{where}: {problem}")
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Korean text in figures
+# --------------------------------------------------------------------------------------------
+# fonts with Hangul, most wanted first (Korean designs, then pan-CJK ones)
+KOREAN_FONTS = (
+    "Noto Sans CJK KR", "Noto Sans KR", "Noto Serif CJK KR", "NanumGothic", "Nanum Gothic",
+    "NanumBarunGothic", "Malgun Gothic", "Apple SD Gothic Neo", "AppleGothic", "Source Han Sans KR",
+    "Source Han Sans K", "UnDotum", "Baekmuk Gulim", "Noto Sans CJK JP", "Noto Sans CJK SC",
+    "Noto Sans CJK TC", "Source Han Sans", "WenQuanYi Zen Hei", "Droid Sans Fallback",
+)
+
+
+def has_hangul(text: str) -> bool:
+    """Whether ``text`` holds a Hangul syllable or jamo."""
+    return any("\uac00" <= ch <= "\ud7af" or "\u1100" <= ch <= "\u11ff" or "\u3130" <= ch <= "\u318f"
+               for ch in str(text))
+
+
+_korean_font_cache: dict[str, str | None] = {}
+
+
+def korean_font() -> str | None:
+    """The family name of an installed font that has Hangul (``KOREAN_FONTS`` first, then any font
+    whose character map covers "한"), or ``None``. Looked up once per session."""
+    if "name" in _korean_font_cache:
+        return _korean_font_cache["name"]
+    from matplotlib import font_manager
+
+    fonts = font_manager.fontManager.ttflist
+    installed = {f.name: f.fname for f in fonts}
+
+    def covers(path: str) -> bool:
+        try:
+            from matplotlib.ft2font import FT2Font
+
+            return 0xD55C in FT2Font(path).get_charmap()
+        except Exception:  # an unreadable font file
+            return False
+
+    found = next((n for n in KOREAN_FONTS if n in installed and covers(installed[n])), None)
+    if found is None:  # any other font with Hangul; "Last Resort" maps every code point to a box
+        found = next((f.name for f in fonts if not f.name.startswith(("STIX", "cm", "DejaVu", "Last Resort"))
+                      and covers(f.fname)), None)
+    _korean_font_cache["name"] = found
+    return found
+
+
+def korean_text(text: str, fallback: str) -> tuple[str, dict[str, Any]]:
+    """``(text, font kwargs)`` to draw a Korean string: ``text`` with a Hangul font (and DejaVu
+    Sans behind it for Latin letters and symbols) when one is installed, else the English
+    ``fallback`` with no font change, so matplotlib never warns "Glyph ... missing from font".
+    Use as ``s, kw = korean_text("학습 곡선", "learning curves"); ax.set_xlabel(s, **kw)``."""
+    if not has_hangul(text):
+        return text, {}
+    font = korean_font()
+    if font is None:
+        return fallback, {}
+    return text, {"fontfamily": [font, "DejaVu Sans"]}
+
+
+def title_ko(target, text: str, fallback: str, **kw):
+    """Set a Korean title on ``target``, an Axes (``set_title``) or a Figure (``suptitle``), when a
+    Hangul font is installed, else the English ``fallback`` (see :func:`korean_text`). Returns
+    the title's Text."""
+    s, font = korean_text(text, fallback)
+    kw = {**font, **kw}
+    if isinstance(target, Figure):
+        return target.suptitle(s, **kw)
+    return target.set_title(s, **kw)
 
 
 # --------------------------------------------------------------------------------------------

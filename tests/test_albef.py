@@ -408,3 +408,45 @@ def test_itm_plateau_probe_runs(tok):
     curves = albef.itm_plateau_probe(data, tok, tiny_cfg(batch_size=8, queue_size=16), steps=4, pool=16, every=2)
     assert list(curves) == list(albef.ITM_PROBES) and all(len(c) == 2 for c in curves.values())
     assert all(0 < x < 5 for c in curves.values() for x in c)
+
+
+def _whole_words(lines, text):
+    """Every word of every wrapped line is a word of ``text`` (no word was cut in two)."""
+    words = set(text.split())
+    return all(w in words for line in lines for w in line.split())
+
+
+def test_wrap_text_breaks_only_between_words():
+    text = "a medium cyan star below a small pink triangle on brick, next to a supercalifragilistic ring"
+    for width in (8, 12, 20, 44):
+        lines = albef.wrap_text(text, width).split("\n")
+        assert " ".join(lines) == text and _whole_words(lines, text)
+        assert all(len(line) <= width or " " not in line for line in lines)
+    assert albef.wrap_text("given: a\ntrue: b", 40) == "given: a\ntrue: b"  # line breaks kept
+
+
+def test_figure_captions_are_wrapped_at_word_boundaries(tok):
+    import matplotlib.pyplot as plt
+
+    caps = [c + " with some more words so that the caption needs several lines in a panel" for c in CAPTIONS]
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(len(caps), 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    noise = np.array([1, 0, 2, 0, 0, 0, 0, 0])
+    data = albef.PairData(imgs, [("wrong " + c) if n else c for c, n in zip(caps, noise)], np.arange(len(caps)),
+                          clean=caps, noise=noise, image_size=16)
+    fig = albef.show_pairs(data, range(len(caps)), ncols=4)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert len(titles) == len(caps)
+    for i, t in enumerate(titles):
+        lines = t.split("\n")
+        assert len(lines) > 1
+        given = "given: " + data.captions[i]
+        true = "true: " + caps[i]
+        assert _whole_words(lines, given + " " + true)
+        assert " ".join(lines) == (given + (" " + true if noise[i] else ""))
+    plt.close(fig)
+    model = albef.build_model(tiny_cfg(image_size=16), tok, 0)
+    fig = albef.show_gradcam(model, imgs[0], caps[1], words=3)
+    sup = fig._suptitle.get_text().split("\n")
+    assert len(sup) > 1 and " ".join(sup) == caps[1] and _whole_words(sup, caps[1])
+    plt.close(fig)

@@ -81,3 +81,26 @@ def test_param_counts_match_table1():
     assert counts["deit_tiny"] == 5_717_416
     assert abs(counts["deit_small"] / 1e6 - 22.05) < 0.01
     assert abs(counts["deit_base"] / 1e6 - 86.57) < 0.01
+
+
+def test_plot_table3_legend_covers_no_bar():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.patches import Rectangle
+
+    methods = ["no distillation", "usual (soft) distillation", "hard distillation", "class embedding",
+               "distil. embedding", "class+distillation"]
+    for teacher in (68.0, 90.0):
+        table3 = pd.DataFrame({"method": methods, "paper DeiT-Ti (ImageNet)": [72.2, 72.2, 74.3, 73.9, 74.6, 74.5],
+                               "ours top-1": [61.0, 63.5, 66.0, 64.0, 65.5, 66.2],
+                               "ours std": [1.0, 0.8, 0.5, 0.9, float("nan"), float("nan")]}).set_index("method")
+        fig = deit.plot_table3(table3, teacher)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        bars = [p.get_window_extent(renderer) for p in ax.patches if isinstance(p, Rectangle)]
+        assert len(bars) == len(methods)
+        assert not any(legend.overlaps(b) for b in bars)
+        assert ax.get_xlim()[1] > teacher  # the teacher's line is inside the axes
+        plt.close(fig)

@@ -309,3 +309,39 @@ def test_notebook_defaults_give_the_shared_backbone_recipe():
         assert dino.config_from_params(P) == dino.dino_config(profile)
     with pytest.raises(config.ParameterError):
         config.resolve("06_dino", profile="study", loss="l2")
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def test_plot_jaccard_heads_are_whole_numbers():
+    import matplotlib.pyplot as plt
+
+    evals = {n: {"jaccard_per_image": torch.rand(20), "jaccard_mean": 40.0, "jaccard_per_head": [30.0, 45.0, 20.0],
+                 "best_head": 1} for n in ("DINO", "supervised", "random")}
+    fig = dino.plot_jaccard(evals)
+    fig.canvas.draw()
+    ax_heads = fig.axes[1]
+    assert list(ax_heads.get_xticks()) == [0, 1, 2]
+    assert [t.get_text() for t in ax_heads.get_xticklabels()] == ["0", "1", "2"]
+    counts = fig.axes[0].get_yticks()
+    assert all(float(c).is_integer() for c in counts)
+    plt.close(fig)
+
+
+def test_plot_photo_attention_shows_the_photos_large_and_named():
+    import matplotlib.pyplot as plt
+
+    torch.manual_seed(0)
+    model = VisionTransformer(**TINY)
+    names = ("astronaut", "coffee")
+    fig = dino.plot_photo_attention(model, names, size=32, display=128)
+    rows = [ax for ax in fig.axes if ax.images]
+    assert len(rows) == len(names) * (3 + TINY["num_heads"])
+    photo_axes = [ax for ax in rows if ax.get_title() in names]
+    assert [ax.get_title() for ax in photo_axes] == list(names)  # every row is labelled
+    for ax in rows:  # photo and maps at the display resolution, not the 32 px model input
+        assert ax.images[0].get_array().shape[:2] == (128, 128)
+    assert not viz.panel_problems(fig)
+    plt.close(fig)

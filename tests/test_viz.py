@@ -216,6 +216,70 @@ def test_interact_with_fallback_draws_a_static_figure():
     assert w.snapshot().axes[0].get_title() == "first"
 
 
+class _Kernel:
+    """What ``get_ipython()`` returns inside a Jupyter kernel (only ``.kernel`` matters)."""
+
+    kernel = object()
+
+
+def test_headless(monkeypatch):
+    monkeypatch.delenv("COURSE_HEADLESS", raising=False)
+    assert viz.headless()  # Agg and no kernel (pytest)
+    monkeypatch.setattr(viz, "_ipython", lambda: _Kernel())
+    assert viz.headless()  # a kernel, but the Agg backend
+    monkeypatch.setattr(viz.plt, "get_backend", lambda: "module://matplotlib_inline.backend_inline")
+    assert not viz.headless()  # JupyterLab: kernel + inline backend
+    monkeypatch.setenv("COURSE_HEADLESS", "0")
+    assert not viz.headless()
+    monkeypatch.setenv("COURSE_HEADLESS", "1")  # make run / CI / the notebook tests
+    assert viz.headless()
+    monkeypatch.delenv("COURSE_HEADLESS")
+    monkeypatch.setattr(viz, "_ipython", lambda: None)
+    assert viz.headless()  # a script or a terminal without a kernel
+
+
+@pytest.mark.parametrize("headless", [False, True])
+def test_static_figure_is_displayed_only_headless(monkeypatch, headless):
+    import IPython.display
+    import ipywidgets
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    monkeypatch.setattr(viz, "_ipython", lambda: _Kernel())
+    monkeypatch.setattr(viz, "headless", lambda: headless)
+
+    def draw(x):
+        fig, ax = plt.subplots()
+        ax.set_title(f"x={x}")
+        return fig
+
+    w = viz.interact_with_fallback(draw, x=(0, 4, 1))
+    assert isinstance(w.static_figure, Figure)  # built in any case (tests, headless renders)
+    figures = [o for o in shown if isinstance(o, Figure)]
+    assert figures == ([w.static_figure] if headless else [])  # JupyterLab: the widget alone
+    assert [o for o in shown if isinstance(o, ipywidgets.interactive)] == [w]
+
+
+def test_widgets_update_on_release_not_continuously():
+    import ipywidgets as W
+
+    w = viz.interact_with_fallback(
+        lambda x, y, span, text, choice: plt.figure(),
+        x=(1, 9, 2), y=W.FloatSlider(value=0.5, min=0, max=1),
+        span=W.FloatRangeSlider(value=(0.2, 0.4), min=0, max=1),
+        text=W.Text(value="", placeholder="caption"),  # ALBEF's caption box: runs on Enter
+        choice=W.Dropdown(options=["a", "b"]))
+    updating = {c._kwarg: c.continuous_update for c in w.kwargs_widgets
+                if c.has_trait("continuous_update")}
+    assert set(updating) == {"x", "y", "span", "text"}
+    assert not any(updating.values()), updating
+
+    attns = random_attns()
+    e = viz.attention_explorer(torch.rand(1, 3, GH * 8, GW * 8), lambda i: (attns, 1, (GH, GW)))
+    sliders = [c for c in e.kwargs_widgets if c.has_trait("continuous_update")]
+    assert sliders and not any(c.continuous_update for c in sliders)
+
+
 def test_attention_explorer_headless():
     import ipywidgets
 
@@ -289,4 +353,58 @@ def test_panel_problems_would_have_caught_white_torch_images():
     white = np.clip(img.permute(1, 2, 0).float().numpy(), 0, 1)  # what the old code drew
     fig.axes[0].images[0].set_data(white)
     assert len(viz.panel_problems(fig)) == 1
+    plt.close(fig)
+
+
+def _glyph_warnings(fig: Figure) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.canvas.draw()
+    return [str(w.message) for w in caught if "Glyph" in str(w.message)]
+
+
+def test_korean_title_without_a_cjk_font_falls_back_silently(monkeypatch):
+    assert viz.has_hangul("학습 곡선") and viz.has_hangul("DINO 어텐션") and not viz.has_hangul("DINO attention")
+    monkeypatch.setattr(viz, "korean_font", lambda: None)
+    fig, ax = plt.subplots()
+    viz.title_ko(ax, "학습 곡선", "learning curves", fontsize=9)
+    viz.title_ko(fig, "DINO 어텐션", "DINO attention")
+    s, kw = viz.korean_text("손실", "loss")
+    ax.set_xlabel(s, **kw)
+    assert ax.get_title() == "learning curves" and fig._suptitle.get_text() == "DINO attention"
+    assert ax.title.get_fontsize() == 9 and ax.get_xlabel() == "loss"
+    assert _glyph_warnings(fig) == []
+    plt.close(fig)
+    # the check has teeth: plain Hangul in the default font does warn
+    fig, ax = plt.subplots()
+    ax.set_title("학습 곡선")
+    assert _glyph_warnings(fig)
+    plt.close(fig)
+
+
+def test_korean_title_uses_the_installed_cjk_font(monkeypatch):
+    monkeypatch.setattr(viz, "korean_font", lambda: "Noto Sans CJK KR")
+    s, kw = viz.korean_text("학습 곡선", "learning curves")
+    assert s == "학습 곡선" and kw["fontfamily"][0] == "Noto Sans CJK KR"
+    assert viz.korean_text("plain", "other") == ("plain", {})  # no Hangul: unchanged
+    fig, ax = plt.subplots()
+    t = viz.title_ko(ax, "학습 곡선", "learning curves")
+    assert t.get_text() == "학습 곡선" and t.get_fontfamily()[0] == "Noto Sans CJK KR"
+    plt.close(fig)
+
+
+def test_korean_font_is_none_or_has_hangul():
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    name = viz.korean_font()
+    if name is None:
+        return
+    path = font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False)
+    assert 0xD55C in FT2Font(path).get_charmap()
+    fig, ax = plt.subplots()
+    viz.title_ko(ax, "학습 곡선", "learning curves")
+    assert ax.get_title() == "학습 곡선" and _glyph_warnings(fig) == []
     plt.close(fig)
