@@ -884,10 +884,9 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
     postfix) and one summary line at the end; ``cfg.log_every`` adds a line every that many
     steps.
     """
-    from tqdm.auto import tqdm
-
     from .config import pick_device, seed_everything
     from .train import amp_settings, finish_bar
+    from .train import progress_bar as tqdm
 
     cfg = cfg or DetTrainConfig()
     device = torch.device(device) if device is not None else pick_device("auto")
@@ -958,7 +957,7 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
                 bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}",
                                 loss=f"{hist.steps['loss'][-1]:.4f}", lr=f"{lr:.2e}", refresh=False)
             if cfg.log_every and step % cfg.log_every == 0 and progress:
-                tqdm.write(f"step {step}/{total} loss {hist.steps['loss'][-1]:.4f} lr {lr:.2e}")
+                bar.write(f"step {step}/{total} loss {hist.steps['loss'][-1]:.4f} lr {lr:.2e}")
             if step >= total:
                 break
         if device.type == "cuda":

@@ -664,6 +664,26 @@ def live_plot_every(live_plot: int | str, total_steps: int, progress: bool = Tru
     return max(10, math.ceil(total_steps / AUTO_LIVE_PLOT_DRAWS))
 
 
+HEADLESS_BAR_SECONDS = 15.0  # a headless run prints its progress line at most this often
+
+
+def progress_bar(*args, **kwargs):
+    """A tqdm progress bar: the notebook widget in a live notebook (``tqdm.auto``); plain text
+    lines, at most one every :data:`HEADLESS_BAR_SECONDS`, where nobody sees widgets
+    (``viz.headless()``: ``make run``, whose log shows a run's cell outputs, CI, scripts)."""
+    from . import viz
+
+    if viz.headless():
+        from tqdm import tqdm
+
+        kwargs.setdefault("mininterval", HEADLESS_BAR_SECONDS)
+        kwargs.setdefault("ascii", True)
+        return tqdm(*args, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(*args, **kwargs)
+
+
 def finish_bar(bar) -> None:
     """Close a tqdm bar whose loop ended normally, also early (``max_steps``, a callback's stop).
 
@@ -873,7 +893,7 @@ def fit(
     the same run (config, ``len(train_loader)``, parameter shapes; see :class:`TrainConfig`), else
     it raises ``ValueError`` naming the file and the differences.
     """
-    from tqdm.auto import tqdm
+    tqdm = progress_bar
 
     device = setup_distributed(device)
     rank, world = dist_info()

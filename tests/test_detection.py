@@ -296,7 +296,7 @@ def test_train_two_steps_and_frozen_params(tiny):
 
 
 def test_train_detector_shows_one_bar_per_run(tiny, monkeypatch, capsys):
-    import tqdm.auto
+    from course_lib import train as course_train
 
     closed = []
 
@@ -321,7 +321,7 @@ def test_train_detector_shows_one_bar_per_run(tiny, monkeypatch, capsys):
         def write(s, **kw):
             print(s)
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    monkeypatch.setattr(course_train, "progress_bar", Bar)
     ds, _ = tiny
     loader = det.make_loader(ds, 4)
     steps = len(loader) + 1  # more than one epoch, ended by max_steps

@@ -1,6 +1,8 @@
 """Tests of the training loop: tiny models and data, a few seconds in all."""
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -593,10 +595,8 @@ class _BarLog:
 
 
 def test_progress_bars_end_full_when_max_steps_stops_early(monkeypatch):
-    import tqdm.auto
-
     bars = _BarLog()
-    monkeypatch.setattr(tqdm.auto, "tqdm", bars.Bar)
+    monkeypatch.setattr(T, "progress_bar", bars.Bar)
     ds = blobs(n=32)
     fit(mlp(), loader(ds, 4), config(epochs=2, progress=True, max_steps=3, live_plot=0))
     assert bars.closed  # one bar per epoch that ran
@@ -640,3 +640,17 @@ def test_config_key_is_order_independent():
     assert a != T.config_key("t", {"a": 2, "b": [1, 2]})
     assert a != T.config_key("u", {"a": 1, "b": [1, 2]})
     assert len(a) == 16 and int(a, 16) >= 0
+
+
+def test_progress_bar_is_plain_text_when_headless(monkeypatch):
+    """make run logs a notebook's outputs: widget bars show there only as '0%' lines."""
+    import tqdm.auto
+    import tqdm.std
+
+    monkeypatch.setenv("COURSE_HEADLESS", "1")
+    out = io.StringIO()
+    bar = T.progress_bar(total=3, file=out)
+    assert type(bar) is tqdm.std.tqdm and bar.mininterval == T.HEADLESS_BAR_SECONDS
+    bar.update(3)
+    bar.close()
+    assert "3/3" in out.getvalue()
