@@ -219,7 +219,13 @@ def test_ci_runs_the_readme_test_command():
     cmds = ci_commands()
     assert "set -euo pipefail" in cmds
     body = [c for c in cmds if c != "set -euo pipefail" and not c.startswith("cd ")]
-    assert body == [readme_test_command()], f".ci/run runs {body}, README says {readme_test_command()!r}"
+    # the Quick start's two commands in a newcomer's order (the run in the smoke profile), with
+    # a check in between that the run changed no file of the repository
+    run, test = quick_start_commands()
+    assert body[0] == f"{run} PROFILE=smoke", f".ci/run starts with {body[0]!r}, not {run!r}"
+    assert body[-1] == test, f".ci/run ends with {body[-1]!r}, README says {test!r}"
+    assert any("git status --porcelain" in c for c in body[1:-1]), \
+        ".ci/run does not check that make run left the repository unchanged"
 
 
 def test_make_targets_of_the_readme_exist():
@@ -235,3 +241,29 @@ def test_readme_has_the_notebook_table_markers():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     begin, end = readme.find("<!-- notebooks:begin -->"), readme.find("<!-- notebooks:end -->")
     assert 0 <= begin < end
+
+
+def test_every_library_course_lib_imports_is_a_declared_dependency():
+    """``course_lib`` imported Pillow and safetensors without declaring them: a user's
+    ``pip install .`` only worked because other packages happened to bring them."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    declared = {canonicalize_name(r.name) for r in pyproject_requirements()["dependencies"]}
+    missing = {}
+    for path in sorted((REPO / "course_lib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in sys.stdlib_module_names or top in ("course_lib", "__future__"):
+                    continue
+                names = {canonicalize_name(d) for d in dists.get(top, [top])}
+                if not names & declared:
+                    missing.setdefault(top, path.relative_to(REPO).as_posix())
+    assert not missing, f"imported but not in [project].dependencies: {missing}"
