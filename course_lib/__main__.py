@@ -133,7 +133,8 @@ def cmd_readme(args: argparse.Namespace) -> int:
         print(f"error: {readme} does not exist", file=sys.stderr)
         return 2
     old = readme.read_text(encoding="utf-8")
-    table = render_notebook_table(notebooks, args.results, readme.resolve().parent, args.profile)
+    results_dir = Path(args.results) if args.results else paths.RECORDED_DIR
+    table = render_notebook_table(notebooks, results_dir, readme.resolve().parent, args.profile)
     try:
         new = update_readme(old, table)
     except ValueError as e:

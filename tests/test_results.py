@@ -257,7 +257,7 @@ def test_readme_regeneration_and_check(results_dir, tmp_path):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     (nbs / "03_deit.ipynb").write_text("{}")
-    args = ["readme", "--readme", str(readme), "--notebooks", str(nbs)]
+    args = ["readme", "--readme", str(readme), "--notebooks", str(nbs), "--results", str(results_dir)]
 
     assert main(args + ["--check"]) == 1  # the old table is out of date
     assert main(args) == 0
