@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from course_lib import albef
+from course_lib.papers import albef
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -77,7 +77,7 @@ def speed(args) -> None:
                 if i == args.warmup:
                     t0, c0 = time.perf_counter(), time.process_time()
                 sel = torch.arange(i * B, (i + 1) * B) % len(d.pretrain)
-                x = albef._normalize(d.pretrain.images[sel], cfg, "cpu")
+                x = albef.runs._normalize(d.pretrain.images[sel], cfg, "cpu")
                 ids, mask = d.tok.encode([d.pretrain.captions[int(j)] for j in sel])
                 if v == "finetune":
                     out = m(x, ids, mask, alpha=0.0, generator=g, idx=sel, mlm=False)

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 import torch.nn.functional as F
 
-from course_lib import clear, config
+from course_lib import config
+from course_lib.papers import clear
 
 
 def loadavg() -> str:
@@ -55,7 +56,7 @@ def speed(args) -> None:
           f"bucket sizes {[len(b) for b in stream.buckets]}  load {loadavg()}")
     from course_lib.models.convnets import small_resnet
 
-    x = clear._normalize(stream.buckets[1].images[:256])
+    x = clear.experiment._normalize(stream.buckets[1].images[:256])
     y = stream.buckets[1].labels[:256]
     for width in (8, 16, 32):
         m = small_resnet(stream.num_classes, width=width)

@@ -1,6 +1,6 @@
 """Calibrate notebook 04 (ConvNeXt): size, cost and training speed of every ladder step.
 
-Default: for every step of ``course_lib.convnext.LADDER`` at the course scale, print the
+Default: for every step of ``course_lib.papers.convnext.LADDER`` at the course scale, print the
 parameters, the multiply-adds for one image (GMACs, the paper's "FLOPs") and the measured
 training throughput (forward + backward + AdamW step on random images, batch 64) with the
 given number of torch threads, plus a JSON line to paste into ``docs/calibration.md``::
@@ -43,10 +43,12 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
 try:
-    from course_lib import config, convnext
+    from course_lib import config, train
+    from course_lib.papers import convnext
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from course_lib import config, convnext
+    from course_lib import config, train
+    from course_lib.papers import convnext
 
 
 def train_throughput(model: torch.nn.Module, image_size: int, num_classes: int, batch_size: int,
@@ -124,8 +126,8 @@ def train_ladder(a: argparse.Namespace) -> None:
     given = {k: v for k, v in options.items() if v is not None}
     world = _parse_world(a.world)
     if world:  # calibration of the world itself: the notebook's world with these fields changed
-        notebook_world = convnext.world_config
-        convnext.world_config = lambda P: notebook_world(P).replace(**world)
+        notebook_world = convnext.experiment.world_config  # load_data looks it up there
+        convnext.experiment.world_config = lambda P: notebook_world(P).replace(**world)
     P = config.resolve("04_convnext", profile=a.profile, steps=list(a.steps), **given)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
@@ -171,7 +173,7 @@ def bn_check(P, d, res, batches: int) -> dict:
                 continue
             tl = data.make_loader(d.train, P.batch_size, train=True, seed=seed, device=dev)
             update_bn(((x.to(dev), y) for x, y in itertools.islice(tl, batches)), model)
-            top1 = convnext.train.evaluate(model, test_loader, device=dev)["top1"]
+            top1 = train.evaluate(model, test_loader, device=dev)["top1"]
             out.setdefault(key, []).append(round(top1, 2))
     return out
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from course_lib import config  # noqa: E402
-from course_lib import copy_paste as cp  # noqa: E402
+from course_lib.papers import copy_paste as cp  # noqa: E402
 
 
 def parse_spec(text: str, P) -> cp.RunSpec:

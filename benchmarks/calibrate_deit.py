@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from course_lib import config, data, deit, train  # noqa: E402
+from course_lib import config, data, train  # noqa: E402
+from course_lib.classification import train_transform  # noqa: E402
 from course_lib.models import create_vit, small_resnet  # noqa: E402
 from course_lib.models.convnets import create_convnet  # noqa: E402
 from course_lib.world import WorldClassification, WorldConfig  # noqa: E402
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
                        num_classes=a.num_classes, objects=tuple(a.objects), scale=tuple(a.scale),
                        bg_contrast=a.bg_contrast, clutter=a.clutter)
     t0 = time.perf_counter()
-    tr = WorldClassification(wcfg, "train", transform=deit.train_transform(a.image_size, False))
+    tr = WorldClassification(wcfg, "train", transform=train_transform(a.image_size, False))
     va = WorldClassification(wcfg, "val")
     world_s = time.perf_counter() - t0
     if a.model == "small_resnet":

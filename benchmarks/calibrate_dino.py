@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from course_lib import dino
+from course_lib import selfsup
+from course_lib.papers import dino
 
 ABLATIONS = {
     "none": {},
@@ -69,15 +70,15 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append the JSON line to this file")
     a = ap.parse_args()
 
-    wcfg = dino.world_config("study", num_images=a.images, eval_images=a.eval_images, image_size=a.image_size,
+    wcfg = selfsup.world_config("study", num_images=a.images, eval_images=a.eval_images, image_size=a.image_size,
                              num_classes=a.classes, objects=tuple(a.objects), scale=tuple(a.scale),
                              clutter=a.clutter, bg_contrast=a.bg_contrast)
-    arch = dict(dino.ARCHS[a.arch])
+    arch = dict(selfsup.ARCHS[a.arch])
     for k, v in (("embed_dim", a.dim), ("depth", a.depth), ("num_heads", a.heads), ("mlp_ratio", a.mlp_ratio),
                  ("patch_size", a.patch)):
         if v is not None:
             arch[k] = v
-    cfg = dino.DINOConfig(model=arch, image_size=a.image_size, local_crops=a.local_crops, local_size=a.local_size,
+    cfg = selfsup.DINOConfig(model=arch, image_size=a.image_size, local_crops=a.local_crops, local_size=a.local_size,
                           local_scale=tuple(a.local_scale), global_scale=tuple(a.global_scale), out_dim=a.out_dim,
                           epochs=a.epochs, batch_size=a.batch, lr=a.lr, teacher_temp=a.teacher_temp,
                           warmup_teacher_temp=a.warmup_teacher_temp or a.teacher_temp,
@@ -100,7 +101,7 @@ def main() -> None:
                           round(rec["teacher_entropy"], 2), round(rec["images_per_s"], 1)))
             print("epoch", curve[-1], flush=True)
 
-    model, hist = dino.train_dino(tr.images, cfg, device="cpu", seed=a.seed, log=None, callback=cb)
+    model, hist = selfsup.train_dino(tr.images, cfg, device="cpu", seed=a.seed, log=None, callback=cb)
     train_s = time.perf_counter() - t0
     ev = dino.evaluate_backbone(model, d)
     rnd = dino.evaluate_backbone(dino.random_backbone(cfg, a.seed), d)

@@ -39,7 +39,7 @@ def load() -> str:
 
 def speed(args) -> None:
     from course_lib import detection as det
-    from course_lib import frozen_backbones as fb
+    from course_lib.papers import frozen_backbones as fb
     from course_lib.world import WorldClassification
 
     world = det.world_config("study", image_size=args.image_size)
@@ -91,7 +91,7 @@ def speed(args) -> None:
 
 def grid(args) -> None:
     from course_lib import config
-    from course_lib import frozen_backbones as fb
+    from course_lib.papers import frozen_backbones as fb
 
     overrides = {}
     for kv in args.set:

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from torch import nn
 
-from course_lib import minivit as mv
 from course_lib.models.vit import VisionTransformer
+from course_lib.papers import minivit as mv
+from course_lib.papers.minivit import experiment as mvx  # its private helpers; the probes patch it
 
 
 def images_per_s(model: nn.Module, criterion, batch: int, steps: int, warmup: int, size: int,
@@ -162,27 +163,28 @@ def _value(text: str):
 
 def _kd_teacher(P, d, convnet_epochs: int):
     """A ViT teacher trained with DeiT's hard distillation from a small convnet (probe only)."""
-    from course_lib import config, deit, train
+    from course_lib import config, train
+    from course_lib.papers import deit
 
     Q = config.Params({**P, "teacher_arch": "small_resnet", "teacher_epochs": convnet_epochs, "teacher_lr": 3e-3,
                        "strong_aug": False})
     conv, cinfo = deit.train_teacher(Q, d)
-    y = mv._targets(d.test)
-    print(f"convnet small_resnet {convnet_epochs} ep: top-1 {mv._top1(conv, d, y, P.torch_device):.1f}% "
+    y = mvx._targets(d.test)
+    print(f"convnet small_resnet {convnet_epochs} ep: top-1 {mvx._top1(conv, d, y, P.torch_device):.1f}% "
           f"({cinfo.train_seconds:.0f}s)", flush=True)
-    cfg = mv._train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
+    cfg = mvx._train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
     crit = deit.DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), conv.eval(), "hard", 0.5)
 
     def fit(model):
         config.seed_everything(0)
-        tl, vl = mv._loaders(P, d, 0)
+        tl, vl = mvx._loaders(P, d, 0)
         return train.fit(model, tl, cfg, criterion=crit, eval_loader=vl, device=P.torch_device)
 
     def build():
         config.seed_everything(0)
         return mv.build_teacher(P, d.num_classes).to(P.torch_device)
 
-    return train.cached_model(f"minivit-teacher-kd-{P.teacher}", mv._teacher_key(P, d), build, fit,
+    return train.cached_model(f"minivit-teacher-kd-{P.teacher}", mvx._teacher_key(P, d), build, fit,
                               force=P.retrain)
 
 
@@ -212,17 +214,17 @@ def train_main(argv) -> int:
         if k in world:
             world[k] = tuple(world[k])
     if world:
-        base = mv.deit.world_config
-        mv.deit.world_config = lambda P: base(P).replace(**world)
+        base = mvx.world_config  # load_data looks it up there
+        mvx.world_config = lambda P: base(P).replace(**world)
     P = config.resolve("09_minivit", profile=a.profile, **overrides)
     d = mv.load_data(P)
-    y = mv._targets(d.test)
+    y = mvx._targets(d.test)
     load0 = Path("/proc/loadavg").read_text().split()[:3]
 
     def report(name, model, info, extra=None):
         h = info.history
         eps = list(h.epochs) if h is not None else []
-        row = {"tag": a.tag, "model": name, "top1": round(mv._top1(model, d, y, P.torch_device), 2),
+        row = {"tag": a.tag, "model": name, "top1": round(mvx._top1(model, d, y, P.torch_device), 2),
                "params": mv.count_parameters(model), "train_s": round(info.train_seconds, 1),
                "img_s": round(sum(r["images_per_s"] for r in eps) / max(len(eps), 1), 1),
                "val_by_epoch": [round(r.get("eval_top1", float("nan")), 1) for r in eps],
@@ -234,8 +236,9 @@ def train_main(argv) -> int:
 
     if a.kd_teacher:
         # distilled students must not share cache entries with students of the plain teacher
-        plain_key = mv._teacher_key
-        mv._teacher_key = lambda P, d: {**plain_key(P, d), "kd_from": "small_resnet", "kd_epochs": a.kd_teacher}
+        plain_key = mvx._teacher_key
+        mvx._teacher_key = lambda P, d: {**plain_key(P, d), "kd_from": "small_resnet",
+                                         "kd_epochs": a.kd_teacher}
         teacher, tinfo = _kd_teacher(P, d, a.kd_teacher)
     else:
         teacher, tinfo = mv.train_teacher(P, d)

@@ -15,7 +15,7 @@ import time
 import torch
 
 from course_lib import config
-from course_lib import stego as sg
+from course_lib.papers import stego as sg
 
 
 def row(name, m, secs):

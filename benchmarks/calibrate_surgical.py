@@ -18,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from course_lib import config, surgical
+from course_lib import config
+from course_lib.papers import surgical_cnn as surgical
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,9 @@ import time
 
 import torch
 
-from course_lib import config, usi
-from course_lib.deit import accuracy, head_logits, targets_of
+from course_lib import config
+from course_lib.classification import accuracy, head_logits, targets_of
+from course_lib.papers import usi
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     print(f"teacher {P.teacher_arch}: {accuracy(head_logits(teacher, d.test, P.torch_device)['cls'], y):.1f}% "
           f"({info.train_seconds:.0f}s)", flush=True)
     for fam in args.families.split(","):
-        for a in usi.parse_list(args.alphas, usi._parse_alpha):
+        for a in usi.parse_list(args.alphas, usi.experiment._parse_alpha):
             model, info = usi.train_student(P, d, fam, teacher, P.seed, a, P.tau)
             acc = accuracy(head_logits(model, d.test, P.torch_device)["cls"], y)
             print(f"{fam:>6s} alpha_kd={a:g}: {acc:.1f}% ({info.train_seconds:.0f}s)", flush=True)

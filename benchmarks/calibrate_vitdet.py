@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from course_lib import config, detection as det, vitdet as vd
+from course_lib import config, detection as det
+from course_lib.papers import vitdet as vd
 
 
 def loadavg() -> str:
@@ -60,7 +61,7 @@ def pretrain_speed(P, d) -> None:
           f"loss {first:.3f} -> {last:.3f} | load {loadavg()}", flush=True)
     vit, info = vd.train_supervised(P, d)
     from course_lib.world import WorldClassification
-    val = WorldClassification(vd._pretrain_world(P, d.train.config), "val", root=P.data_root)
+    val = WorldClassification(vd.experiment._pretrain_world(P, d.train.config), "val", root=P.data_root)
     x, y = val.tensors()
     with torch.no_grad():
         acc = (vit.eval()(x).argmax(1) == y).float().mean().item() * 100

@@ -1,34 +1,23 @@
 """course_lib: the shared library of the Vision Paper Study Notebooks.
 
-Shared building blocks
-    config   profiles, validated notebook parameters, device choice, seeding
-    paths    where data, caches and results live
-    world    the offline procedural scene world every notebook reuses
-    data     ``get_dataset`` (offline world, CIFAR, ...) and DataLoaders (DDP-aware)
-    fetch    the catalog of real datasets and their checksummed download
-    models   a readable ViT that loads timm checkpoints; convnet teachers from timm
-    train    the one ``fit`` loop (AMP, EMA, schedules, mixup, DDP, checkpoints, cache)
-    metrics  top-k accuracy, confusion matrices, disagreement
-    viz      attention maps, rollout, overlays, grids and an ipywidgets explorer
-    results  "paper vs. ours" records, verdict rules and the scoreboard
+The house has two floors (``docs/design.md`` draws it):
 
-One module per paper holds that paper's own contribution (e.g. ``deit``).
+``course_lib/papers/<paper>/`` (one package per notebook)
+    the paper's story (``__init__``), its contribution (``method``), the notebook's
+    parameters, runs and "paper vs. ours" record (``experiment``) and its plots and widgets
+    (``figures``). No paper package imports another.
+
+Shared layers, named for what they are
+    models          a readable ViT that loads timm checkpoints, ConvNeXt, convnet teachers
+    world           the offline procedural scene world every notebook trains on
+    data            ``get_dataset`` (offline world, CIFAR, ...) and DataLoaders (DDP-aware)
+    classification  image-classification data and transforms (02, 03, 04, 09)
+    detection       world detection views, readers, R-CNNs on any backbone, COCO AP, drawing
+    selfsup         the self-supervised ViT backbone (DINO training, loading, features)
+    train           ``fit`` (AMP, EMA, schedules, mixup, DDP, checkpoints) and the model cache
+    metrics         top-k accuracy, confusion matrices, disagreement
+    viz             attention maps, rollout, overlays, grids and an ipywidgets explorer
+    results         "paper vs. ours" records, verdict rules and the scoreboard
+    config, paths, fetch   parameters and profiles, where things live, real datasets
 """
 __version__ = "0.1.0"
-
-# notebook id -> module holding that paper's contribution (and its parameter specs)
-PAPER_MODULES = {
-    "00_start_here": "world",
-    "01_albef": "albef",
-    "02_usi": "usi",
-    "03_deit": "deit",
-    "04_convnext": "convnext",
-    "05_clear": "clear",
-    "06_dino": "dino",
-    "07_vitdet": "vitdet",
-    "08_frozen_backbones": "frozen_backbones",
-    "09_minivit": "minivit",
-    "10_copy_paste": "copy_paste",
-    "11_stego": "stego",
-    "12_surgical_cnn": "surgical",
-}

@@ -7,7 +7,10 @@ Every notebook starts with a papermill ``parameters`` cell and then calls::
 ``resolve`` applies the ``COURSE_PROFILE`` environment variable (it overrides the notebook's
 default profile), fills the profile's defaults for every knob the notebook did not set, and
 validates each value against the notebook's :class:`Param` specs. A wrong value fails at once
-with a message that names the parameter and what is allowed.
+with a message that names the parameter and what is allowed. The specs are the common ones
+(:data:`COMMON`) and the ``PARAMS`` that the notebook's paper package declares in its
+``experiment`` module (``course_lib/papers/<paper>/experiment.py``), each with its per-profile
+defaults written as ``Param({"smoke": ..., "study": ..., "paper": ...})``.
 """
 from __future__ import annotations
 
@@ -138,28 +141,16 @@ class Params(dict):
         return torch.device(self["device_resolved"])
 
 
-_REGISTRY: dict[str, dict[str, Param]] = {}
-
-
-def register(notebook: str, specs: Mapping[str, Param]) -> None:
-    """Declare the paper knobs of one notebook (done in that paper's course_lib module)."""
-    _REGISTRY[notebook] = dict(specs)
-
-
 def specs_for(notebook: str) -> dict[str, Param]:
-    if notebook not in _REGISTRY:
-        # the paper modules register their specs when imported
-        import importlib
+    """The parameters of a notebook: the common ones and its paper's knobs, read from the
+    ``PARAMS`` its paper package declares in ``experiment.py`` (``course_lib.papers``)."""
+    from . import papers
 
-        from . import PAPER_MODULES
-
-        mod = PAPER_MODULES.get(notebook)
-        if mod is not None:
-            importlib.import_module(f"course_lib.{mod}")
-    if notebook not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise ParameterError(f"unknown notebook {notebook!r}; registered: {known}")
-    return {**COMMON, **_REGISTRY[notebook]}
+    try:
+        module = papers.experiment(notebook)
+    except KeyError as e:
+        raise ParameterError(str(e.args[0])) from None
+    return {**COMMON, **module.PARAMS}
 
 
 def per_profile(recipe: Callable[[str], Any], field: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm as tqdm_std
 
 from . import __version__, paths
 from .config import pick_device, seed_everything
@@ -667,6 +668,14 @@ def live_plot_every(live_plot: int | str, total_steps: int, progress: bool = Tru
 HEADLESS_BAR_SECONDS = 15.0  # a headless run prints its progress line at most this often
 
 
+class _TextBar(tqdm_std):
+    """A text bar whose postfix (loss, lr) waits for the next timed refresh, so a log gets one
+    line per ``mininterval`` instead of one per step."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def progress_bar(*args, **kwargs):
     """A tqdm progress bar: the notebook widget in a live notebook (``tqdm.auto``); plain text
     lines, at most one every :data:`HEADLESS_BAR_SECONDS`, where nobody sees widgets
@@ -674,11 +683,9 @@ def progress_bar(*args, **kwargs):
     from . import viz
 
     if viz.headless():
-        from tqdm import tqdm
-
         kwargs.setdefault("mininterval", HEADLESS_BAR_SECONDS)
         kwargs.setdefault("ascii", True)
-        return tqdm(*args, **kwargs)
+        return _TextBar(*args, **kwargs)
     from tqdm.auto import tqdm
 
     return tqdm(*args, **kwargs)

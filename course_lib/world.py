@@ -617,17 +617,3 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     std = torch.tensor(WORLD_STD, device=x.device).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)
 
-
-# Parameters of notebooks/00_start_here.ipynb (the gallery of the world)
-def _register_params() -> None:
-    from .config import Param, register
-
-    register("00_start_here", {
-        "image_size": Param(64, "side of the gallery images", type=int, low=32, high=128),
-        "num_classes": Param(12, "shape classes", type=int, low=1, high=len(SHAPES)),
-        "bench_images": Param({"smoke": 256, "study": 2000, "paper": 2000},
-                              "images rendered for the speed measurement", type=int, low=16),
-    })
-
-
-_register_params()

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import albef, config
+from course_lib import config
+from course_lib.papers import albef
 from course_lib.world import COLOR_NAMES, SHAPE_NAMES
 
 CAPTIONS = [
@@ -348,7 +349,7 @@ def test_official_json_reader(tmp_path):
     ann = [{"image": "imgs/a.png", "caption": ["A red image.", "Red, red!"]},
            {"image": "imgs/b.png", "caption": "A blue-ish picture"}]
     (tmp_path / "test.json").write_text(json.dumps(ann))
-    d = albef._read_json_pairs(tmp_path / "test.json", tmp_path, image_size=16)
+    d = albef.data._read_json_pairs(tmp_path / "test.json", tmp_path, image_size=16)
     assert d.captions == ["a red image", "red red", "a blue ish picture"]
     assert d.image_of.tolist() == [0, 0, 1] and d.img2txt() == [[0, 1], [2]]
     img = d.load_images([0, 1])

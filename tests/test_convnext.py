@@ -10,8 +10,9 @@ import torch
 import torchvision
 from torch import nn
 
-from course_lib import config, convnext
-from course_lib.convnext import LADDER, STEP_KEYS, LadderConfig, LadderNet
+from course_lib import config
+from course_lib.papers import convnext
+from course_lib.papers.convnext import LADDER, STEP_KEYS, LadderConfig, LadderNet
 from course_lib.models.convnext import (
     CheckpointMismatchError,
     ConvNeXt,

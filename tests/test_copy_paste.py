@@ -1,4 +1,4 @@
-"""Simple Copy-Paste (course_lib/copy_paste.py) on hand-made masks: occlusion, full occlusion,
+"""Simple Copy-Paste (course_lib/papers/copy_paste/) on hand-made masks: occlusion, full occlusion,
 empty images, blending, determinism, and the scale-jitter pipeline."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from course_lib import copy_paste as cp
+from course_lib.papers import copy_paste as cp
 
 S = 16
 

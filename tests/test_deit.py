@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib import config, deit
+from course_lib import config
+from course_lib.papers import deit
 
 
 def test_soft_loss_matches_official_reduction():

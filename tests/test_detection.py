@@ -336,17 +336,20 @@ def test_train_detector_shows_one_bar_per_run(tiny, monkeypatch, capsys):
 
 
 def test_detection_callers_show_progress():
-    """The paper modules train their detectors with a named progress bar, not silently."""
+    """The paper packages train their detectors with a named progress bar, not silently."""
+    import importlib
     import inspect
+    import pkgutil
     import re
 
-    from course_lib import copy_paste, frozen_backbones, vitdet
-
-    for mod in (vitdet, frozen_backbones, copy_paste):
-        calls = re.findall(r"det\.train_detector\((.*?)\)\n", inspect.getsource(mod), re.S)
-        assert calls, mod.__name__
+    for name in ("vitdet", "frozen_backbones", "copy_paste"):
+        pkg = importlib.import_module(f"course_lib.papers.{name}")
+        source = "".join(inspect.getsource(importlib.import_module(f"{pkg.__name__}.{m.name}"))
+                         for m in pkgutil.iter_modules(pkg.__path__))
+        calls = re.findall(r"det\.train_detector\((.*?)\)\n", source, re.S)
+        assert calls, pkg.__name__
         for call in calls:
-            assert "progress=False" not in call and "desc=" in call, (mod.__name__, call)
+            assert "progress=False" not in call and "desc=" in call, (pkg.__name__, call)
 
 
 def test_bf16_autocast_on_cpu(tiny):
@@ -406,7 +409,7 @@ def test_drawing(tiny):
     assert len([a for a in fig.axes if a.images]) == 6
     drawn = det.render_detections(images[0], targets[0], val.class_names, min_side=0)
     assert drawn.dtype == torch.uint8 and drawn.shape == (3, 64, 64)
-    assert not torch.equal(drawn, det._uint8(images[0]))
+    assert not torch.equal(drawn, det.drawing._uint8(images[0]))
     big = det.render_detections(images[0], targets[0], val.class_names)
     assert big.shape == (3, 256, 256)
     ax = det.draw_sample(images[0], targets[0], val.class_names)

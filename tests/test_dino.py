@@ -1,5 +1,6 @@
-"""Tests of course_lib.dino: DINO's loss, head, multi-crop, schedules, teacher, evaluation and
-loading of real DINO weights (random timm models, no downloads)."""
+"""Tests of the self-supervised backbone (course_lib.selfsup: DINO's loss, head, multi-crop,
+schedules, teacher, loading of real DINO weights; random timm models, no downloads) and of
+notebook 06's study of it (course_lib.papers.dino: evaluation, masks, Jaccard, figures)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from course_lib import dino, viz
+from course_lib import selfsup, viz
+from course_lib.papers import dino
 from course_lib.models.vit import VisionTransformer
 
 
@@ -25,10 +27,10 @@ def one_thread():
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0)
 
 
-def _tiny_cfg(**kw) -> dino.DINOConfig:
+def _tiny_cfg(**kw) -> selfsup.DINOConfig:
     base = dict(model=dict(TINY), image_size=32, local_crops=2, local_size=16, out_dim=64, hidden_dim=32,
                 bottleneck=16, epochs=1, batch_size=16, warmup_epochs=0)
-    return dino.DINOConfig(**{**base, **kw})
+    return selfsup.DINOConfig(**{**base, **kw})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,7 +56,7 @@ def test_dino_loss_matches_pairwise_definition_and_updates_center_after():
     g = torch.Generator().manual_seed(0)
     B, K, n_crops = 5, 12, 4
     s, t = torch.randn(n_crops * B, K, generator=g), torch.randn(2 * B, K, generator=g)
-    loss_fn = dino.DINOLoss(K, n_crops, teacher_temp=[0.04], center_momentum=0.9)
+    loss_fn = selfsup.DINOLoss(K, n_crops, teacher_temp=[0.04], center_momentum=0.9)
     loss_fn.center.fill_(0.3)
     expected = _reference_loss(s, t, 0.3, n_crops, 0.04)
     loss, stats = loss_fn(s, t, epoch=0)
@@ -68,10 +70,10 @@ def test_dino_loss_matches_pairwise_definition_and_updates_center_after():
 def test_dino_loss_switches():
     g = torch.Generator().manual_seed(1)
     s, t = torch.randn(3 * 4, 8, generator=g), torch.randn(2 * 4, 8, generator=g)
-    off = dino.DINOLoss(8, 3, [0.04], centering=False)
+    off = selfsup.DINOLoss(8, 3, [0.04], centering=False)
     off(s, t, 0)
     assert torch.count_nonzero(off.center) == 0
-    mse = dino.DINOLoss(8, 3, [0.04], loss="mse")
+    mse = selfsup.DINOLoss(8, 3, [0.04], loss="mse")
     lm, _ = mse(s, t, 0)
     B = 4
     pt = F.softmax(t / 0.04, -1)
@@ -80,11 +82,11 @@ def test_dino_loss_switches():
               for q in range(2) for v in range(3) if v != q) / 4
     torch.testing.assert_close(lm, ref)
     with pytest.raises(ValueError):
-        dino.DINOLoss(8, 3, [0.04], loss="l1")
+        selfsup.DINOLoss(8, 3, [0.04], loss="l1")
 
 
 def test_teacher_temperature_schedule_per_epoch():
-    loss_fn = dino.DINOLoss(4, 2, teacher_temp=[0.02, 0.03, 0.04], centering=False)
+    loss_fn = selfsup.DINOLoss(4, 2, teacher_temp=[0.02, 0.03, 0.04], centering=False)
     t = torch.tensor([[0.1, 0.0, 0.0, 0.0]] * 2)
     s = torch.zeros(2, 4)
     ent = [loss_fn(s, t, e)[1]["entropy"] for e in (0, 1, 2, 9)]
@@ -96,40 +98,40 @@ def test_teacher_temperature_schedule_per_epoch():
 
 
 def test_head_last_layer_is_normalised_and_g_frozen():
-    head = dino.DINOHead(16, 50, hidden_dim=32, bottleneck=8)
+    head = selfsup.DINOHead(16, 50, hidden_dim=32, bottleneck=8)
     w = head.last_layer_weight()
     torch.testing.assert_close(w.norm(dim=1), torch.ones(50))
     assert not head.last_layer_g.requires_grad
     out = head(torch.randn(3, 16))
     assert out.shape == (3, 50) and out.abs().max() <= 1 + 1e-5  # cosines
-    assert dino.DINOHead(16, 50, norm_last_layer=False).last_layer_g.requires_grad
+    assert selfsup.DINOHead(16, 50, norm_last_layer=False).last_layer_g.requires_grad
 
 
 def test_forward_tokens_any_size_and_multicrop_grouping():
     torch.manual_seed(0)
     vit = VisionTransformer(**TINY).eval()
     x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(dino.forward_tokens(vit, x), vit.forward_features(x))
+    torch.testing.assert_close(selfsup.forward_tokens(vit, x), vit.forward_features(x))
     small = torch.randn(2, 3, 16, 16)
-    assert dino.forward_tokens(vit, small).shape == (2, 1 + 16, 32)
+    assert selfsup.forward_tokens(vit, small).shape == (2, 1 + 16, 32)
     with pytest.raises(ValueError):
-        dino.forward_tokens(vit, torch.randn(1, 3, 18, 18))
-    net = dino.MultiCropNet(vit, dino.DINOHead(32, 10, 16, 8)).eval()
+        selfsup.forward_tokens(vit, torch.randn(1, 3, 18, 18))
+    net = selfsup.MultiCropNet(vit, selfsup.DINOHead(32, 10, 16, 8)).eval()
     crops = [x, x.flip(-1), small, small.flip(-2)]
     with torch.no_grad():
         out = net(crops)
-        one_by_one = torch.cat([net.head(dino.forward_tokens(vit, c)[:, 0]) for c in crops])
+        one_by_one = torch.cat([net.head(selfsup.forward_tokens(vit, c)[:, 0]) for c in crops])
     assert out.shape == (8, 10)
     torch.testing.assert_close(out, one_by_one, atol=1e-5, rtol=1e-5)
 
 
 def test_cosine_schedule():
-    s = dino.cosine_schedule(1.0, 0.1, epochs=4, niter_per_ep=5, warmup_epochs=1)
+    s = selfsup.cosine_schedule(1.0, 0.1, epochs=4, niter_per_ep=5, warmup_epochs=1)
     assert len(s) == 20
     assert s[0] == 0.0 and s[4] == pytest.approx(1.0)  # linear warm-up over 5 steps
     assert s[5] == pytest.approx(1.0) and s[-1] > 0.1 and s[-1] < 0.12
     assert all(a >= b for a, b in zip(s[5:], s[6:]))
-    m = dino.cosine_schedule(0.996, 1.0, 2, 10)
+    m = selfsup.cosine_schedule(0.996, 1.0, 2, 10)
     assert m[0] == pytest.approx(0.996) and m[-1] < 1 and m[-1] > 0.9999
 
 
@@ -138,19 +140,19 @@ def test_per_parameter_clipping_and_ema():
     for p in a.parameters():
         p.grad = torch.full_like(p, 10.0)
     a.bias.grad = torch.full_like(a.bias, 0.01)
-    dino.clip_gradients(a, 3.0)
+    selfsup.clip_gradients(a, 3.0)
     assert a.weight.grad.norm() == pytest.approx(3.0, rel=1e-4)   # clipped on its own
     assert a.bias.grad.norm() == pytest.approx(0.02, rel=1e-4)    # small: untouched
     tw = b.weight.detach().clone()
-    dino.ema_update(b, a, 0.9)
+    selfsup.ema_update(b, a, 0.9)
     torch.testing.assert_close(b.weight, 0.9 * tw + 0.1 * a.weight)
-    dino.ema_update(b, a, 0.0)
+    selfsup.ema_update(b, a, 0.0)
     torch.testing.assert_close(b.weight, a.weight)
 
 
 def test_param_groups_exclude_biases_and_norms():
     vit = VisionTransformer(**TINY)
-    decay, no_decay = dino.param_groups(vit)
+    decay, no_decay = selfsup.param_groups(vit)
     assert no_decay["weight_decay"] == 0.0
     ids = {id(p) for p in no_decay["params"]}
     assert id(vit.blocks[0].norm1.weight) in ids and id(vit.blocks[0].attn.qkv.bias) in ids
@@ -164,19 +166,19 @@ def test_param_groups_exclude_biases_and_norms():
 def test_multicrop_shapes_per_image_randomness_and_determinism():
     cfg = _tiny_cfg(local_crops=3)
     x = torch.rand(1, 3, 32, 32).expand(6, -1, -1, -1).contiguous()  # six copies of one image
-    crops = dino.MultiCropAugment(cfg, torch.Generator().manual_seed(0))(x)
+    crops = selfsup.MultiCropAugment(cfg, torch.Generator().manual_seed(0))(x)
     assert [tuple(c.shape) for c in crops] == [(6, 3, 32, 32)] * 2 + [(6, 3, 16, 16)] * 3
     # each copy got its own crop / colours
     assert (crops[0][0] - crops[0][1]).abs().max() > 1e-3
-    again = dino.MultiCropAugment(cfg, torch.Generator().manual_seed(0))(x)
+    again = selfsup.MultiCropAugment(cfg, torch.Generator().manual_seed(0))(x)
     for a, b in zip(crops, again):
         torch.testing.assert_close(a, b)
-    assert len(dino.MultiCropAugment(cfg.replace(multi_crop=False))(x)) == 2
+    assert len(selfsup.MultiCropAugment(cfg.replace(multi_crop=False))(x)) == 2
 
 
 def test_crop_of_whole_image_is_identity():
     cfg = _tiny_cfg()
-    aug = dino.MultiCropAugment(cfg, torch.Generator().manual_seed(0))
+    aug = selfsup.MultiCropAugment(cfg, torch.Generator().manual_seed(0))
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(aug.crop(x, 32, (1.0, 1.0)), x, atol=0.08, rtol=0)  # aspect jitter only
 
@@ -188,31 +190,31 @@ def test_crop_of_whole_image_is_identity():
 def test_train_dino_returns_teacher_and_history():
     imgs = (torch.rand(32, 3, 32, 32) * 255).to(torch.uint8)
     cfg = _tiny_cfg(max_steps=2)
-    model, hist = dino.train_dino(imgs, cfg, device="cpu", seed=0, log=None)
+    model, hist = selfsup.train_dino(imgs, cfg, device="cpu", seed=0, log=None)
     assert isinstance(model, VisionTransformer) and not model.training
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 32)
     rec = hist.epochs[0]
     assert rec["step"] == 2 and 0 < rec["teacher_entropy"] <= math.log(64) + 1e-4
     assert len(hist.steps["teacher_entropy"]) == 2
     # momentum 1: the teacher never moves from the student's initial weights
-    frozen, _ = dino.train_dino(imgs, cfg.replace(momentum_teacher=1.0), device="cpu", seed=0, log=None)
+    frozen, _ = selfsup.train_dino(imgs, cfg.replace(momentum_teacher=1.0), device="cpu", seed=0, log=None)
     torch.manual_seed(0)
-    init = dino.build_backbone(cfg, cfg.drop_path)
+    init = selfsup.build_backbone(cfg, cfg.drop_path)
     for (k, a), b in zip(frozen.state_dict().items(), init.state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     # momentum 0.996: an EMA of the student, close to but not at the start
     assert not torch.equal(frozen.pos_embed, model.pos_embed)
     assert (frozen.pos_embed - model.pos_embed).abs().max() < 0.05
     with pytest.raises(ValueError):
-        dino.train_dino(imgs.float(), cfg, device="cpu", log=None)
+        selfsup.train_dino(imgs.float(), cfg, device="cpu", log=None)
 
 
 def test_profiles():
-    assert dino.world_config("smoke").num_images < dino.world_config("study").num_images
-    assert dino.world_config("study").objects[1] >= 2  # several objects for STEGO
-    assert dino.dino_config("paper").model == "vit_small_patch16"
+    assert selfsup.world_config("smoke").num_images < selfsup.world_config("study").num_images
+    assert selfsup.world_config("study").objects[1] >= 2  # several objects for STEGO
+    assert selfsup.dino_config("paper").model == "vit_small_patch16"
     with pytest.raises(ValueError):
-        dino.dino_config("huge")
+        selfsup.dino_config("huge")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ def test_cls_attention_masks_and_jaccard():
     torch.manual_seed(0)
     vit = VisionTransformer(**TINY).eval()
     x = torch.randn(3, 3, 32, 32)
-    maps = dino.cls_attention(vit, x)
+    maps = selfsup.cls_attention(vit, x)
     assert maps.shape == (3, 2, 8, 8)
     ref = viz.token_attention(vit.get_attention(x), layer=-1, index=1)
     torch.testing.assert_close(maps[1], ref)
@@ -289,16 +291,16 @@ def test_load_dino_weights_layouts(tmp_path, name, img, layout):
         path = tmp_path / "checkpoint.pth"
         torch.save({"teacher": teacher, "student": teacher, "epoch": 3,
                     "args": argparse.Namespace(arch="vit_small", patch_size=16)}, path)
-    model = dino.load_dino_weights(path)
+    model = selfsup.load_dino_weights(path)
     assert model.embed_dim == 384 and model.num_heads == 6 and model.depth == 2
     assert model.patch_size == ref.patch_embed.patch_size
     x = torch.randn(1, 3, img, img)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x), atol=1e-4, rtol=1e-4)
-    assert model.pretrained_cfg["mean"] == dino.IMAGENET_MEAN
+    assert model.pretrained_cfg["mean"] == selfsup.IMAGENET_MEAN
     # another input size: position embeddings resampled, attention maps on the larger grid
-    bigger = dino.load_dino_weights(path, img_size=2 * img)
-    assert dino.cls_attention(bigger, torch.randn(1, 3, 2 * img, 2 * img)).shape[1] == 6
+    bigger = selfsup.load_dino_weights(path, img_size=2 * img)
+    assert selfsup.cls_attention(bigger, torch.randn(1, 3, 2 * img, 2 * img)).shape[1] == 6
 
 
 def test_notebook_defaults_give_the_shared_backbone_recipe():
@@ -306,7 +308,7 @@ def test_notebook_defaults_give_the_shared_backbone_recipe():
 
     for profile in ("smoke", "study", "paper"):
         P = config.resolve("06_dino", profile=profile)
-        assert dino.config_from_params(P) == dino.dino_config(profile)
+        assert dino.config_from_params(P) == selfsup.dino_config(profile)
     with pytest.raises(config.ParameterError):
         config.resolve("06_dino", profile="study", loss="l2")
 

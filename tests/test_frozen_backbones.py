@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from course_lib import config
 from course_lib import detection as det
-from course_lib import frozen_backbones as fb
+from course_lib.papers import frozen_backbones as fb
 
 K = 3
 S = 32

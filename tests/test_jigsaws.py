@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from course_lib import jigsaws as J
+from course_lib.papers.surgical_cnn import jigsaws as J, simulator as sim
 
 META_LINES = (
     "Suturing_B001\t\tN\t13\t\t3\t2\t1\t2\t2\t3\n"
@@ -102,20 +102,20 @@ def test_load_task_skips_missing_trials_and_finds_nested_folder(tmp_path):
 
 
 def test_simulator_deterministic_and_in_format(tmp_path):
-    cfg = J.SimConfig(tasks=("Knot_Tying",), users=("B", "D"), trials=2, duration_scale=0.4)
-    a, row = J.simulate_trial(cfg, "Knot_Tying", "D", 2)
-    b, row2 = J.simulate_trial(cfg, "Knot_Tying", "D", 2)
+    cfg = sim.SimConfig(tasks=("Knot_Tying",), users=("B", "D"), trials=2, duration_scale=0.4)
+    a, row = sim.simulate_trial(cfg, "Knot_Tying", "D", 2)
+    b, row2 = sim.simulate_trial(cfg, "Knot_Tying", "D", 2)
     np.testing.assert_array_equal(a, b)
     assert row == row2 and row.name == "Knot_Tying_D002" and row.skill == "E"
     assert a.shape[1] == 76 and np.isfinite(a).all() and len(a) > 90
     assert 6 <= row.grs <= 30 and row.grs == sum(row.items)
-    other = J.simulate_trial(J.SimConfig(seed=1, duration_scale=0.4), "Knot_Tying", "D", 2)[0]
+    other = sim.simulate_trial(sim.SimConfig(seed=1, duration_scale=0.4), "Knot_Tying", "D", 2)[0]
     assert other.shape != a.shape or not np.allclose(other, a)
     # rotation blocks are rotation matrices (before sensor noise they are exactly orthonormal)
     i = J.column_index("slave_right", "R11")
     R = a[:, i:i + 9].reshape(-1, 3, 3)
     assert np.abs(np.linalg.det(R) - 1).mean() < 0.1
-    root = J.write_simulation(cfg, tmp_path / "sim")
+    root = sim.write_simulation(cfg, tmp_path / "sim")
     trials = J.load_task(root, "Knot_Tying")
     assert [t.name for t in trials] == ["Knot_Tying_B001", "Knot_Tying_B002", "Knot_Tying_D001",
                                         "Knot_Tying_D002"]
@@ -124,11 +124,11 @@ def test_simulator_deterministic_and_in_format(tmp_path):
 
 def test_simulated_skill_statistics():
     """Experts are faster, shorter, less tremulous and score higher GRS than novices."""
-    cfg = J.SimConfig(duration_scale=0.5)
+    cfg = sim.SimConfig(duration_scale=0.5)
     trials = []
     for user in ("B", "G", "D", "E"):  # two novices, two experts
         for k in (1, 2, 3):
-            K, row = J.simulate_trial(cfg, "Suturing", user, k)
+            K, row = sim.simulate_trial(cfg, "Suturing", user, k)
             trials.append(J.Trial("Suturing", user, k, K, row.skill, row.grs, row.items))
     s = J.motion_summary(trials).groupby("skill").mean(numeric_only=True)
     assert s.loc["E", "seconds"] < s.loc["N", "seconds"]
@@ -137,11 +137,11 @@ def test_simulated_skill_statistics():
 
 
 def test_simulated_root_is_cached(tmp_path):
-    cfg = J.SimConfig(tasks=("Knot_Tying",), users=("C",), trials=2, duration_scale=0.3)
-    root = J.simulated_root(cfg, tmp_path)
+    cfg = sim.SimConfig(tasks=("Knot_Tying",), users=("C",), trials=2, duration_scale=0.3)
+    root = sim.simulated_root(cfg, tmp_path)
     assert root.parent.name == "jigsaws_sim" and (root / "COMPLETE.json").is_file()
     f = root / "Knot_Tying" / "kinematics" / "AllGestures" / "Knot_Tying_C001.txt"
     mtime = f.stat().st_mtime_ns
-    assert J.simulated_root(cfg, tmp_path) == root and f.stat().st_mtime_ns == mtime
-    assert J.simulated_root(J.SimConfig(tasks=("Knot_Tying",), users=("C",), trials=2,
+    assert sim.simulated_root(cfg, tmp_path) == root and f.stat().st_mtime_ns == mtime
+    assert sim.simulated_root(sim.SimConfig(tasks=("Knot_Tying",), users=("C",), trials=2,
                                         duration_scale=0.3, seed=5), tmp_path) != root

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import config
-from course_lib import stego as sg
+from course_lib.papers import stego as sg
 from course_lib.models.vit import VisionTransformer
 
 TINY_VIT = dict(img_size=16, patch_size=4, embed_dim=24, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0)

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import config, jigsaws as J, surgical as S
+from course_lib import config
+from course_lib.papers import surgical_cnn as S
+from course_lib.papers.surgical_cnn import jigsaws as J
 
 
 def _trials(n_users=3, trials=5, frames=200, seed=0):

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import config, usi
+from course_lib import config
+from course_lib.papers import usi
 
 
 def _logits(seed=0, b=5, c=7):
@@ -109,7 +110,7 @@ def test_students_of_every_family(family):
 
 def test_parameters_validate_lists():
     P = config.resolve("02_usi", "smoke", alphas="1,inf", taus="0.1,5")
-    assert usi.parse_list(P.alphas, usi._parse_alpha) == [1.0, math.inf]
+    assert usi.parse_list(P.alphas, usi.experiment._parse_alpha) == [1.0, math.inf]
     assert usi.parse_list(P.taus) == [0.1, 5.0]
     with pytest.raises(config.ParameterError, match="alphas"):
         config.resolve("02_usi", "smoke", alphas="1,lots")

@@ -1,8 +1,8 @@
-"""Tests of course_lib/vitdet.py (ViTDet: plain ViT backbones for detection)."""
+"""Tests of course_lib/papers/vitdet (ViTDet: plain ViT backbones for detection)."""
 import pytest
 import torch
 
-from course_lib import vitdet as vd
+from course_lib.papers import vitdet as vd
 from course_lib.models.vit import VisionTransformer
 
 SMALL = dict(img_size=64, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0, pretrain_img_size=32)

@@ -260,7 +260,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Course sizes: ConvNeXt-T's stage ratio 1:1:3:1 at a quarter of its width. For 32 px
     # images the stem patch is 2 (stage resolutions 16, 8, 4, 2), for 64 px it is 4, as in
     # ImageNet (16, 8, 4, 2 again). This is the last step of the course-scale ladder
-    # (course_lib.convnext.ladder_config(..., scale="course")).
+    # (course_lib.papers.convnext.ladder_config(..., scale="course")).
     "convnext_course": {"depths": (1, 1, 3, 1), "dims": (24, 48, 96, 192), "patch_size": 2, "num_classes": 10},
     "convnext_course64": {"depths": (1, 1, 3, 1), "dims": (24, 48, 96, 192), "patch_size": 4, "num_classes": 10},
 }

@@ -1,0 +1,319 @@
+"""Notebook 12's experiment: its parameters (``PARAMS``), the paper's numbers (Tables 2 and 3),
+the data (simulated or the real release), the windows of the trials and the two validation
+schemes (LOSO, hold-out), Table 2 and 3 and the "paper vs. ours" record."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from course_lib.config import Param
+
+from . import jigsaws, simulator
+from .method import sliding_windows, window_starts
+
+NOTEBOOK = "12_surgical_cnn"
+TITLE = ("Deep learning with convolutional neural network for objective skill evaluation in "
+         "robot-assisted surgery")
+PAPER_URL = "https://arxiv.org/abs/1806.05796"
+SCHEMES = ("loso", "holdout")
+SCHEME_LABELS = {"loso": "LOSO", "holdout": "Hold-out"}
+TASK_SHORT = {"Suturing": "SU", "Needle_Passing": "NP", "Knot_Tying": "KT"}
+
+# Table 3 of the paper: (task, scheme, W) -> (F1 novice, F1 intermediate, F1 expert, accuracy,
+# running time in ms)
+PAPER_TABLE3 = {
+    ("Suturing", "loso", 30): (0.94, 0.83, 0.95, 0.930, 146.45),
+    ("Suturing", "loso", 60): (0.94, 0.83, 0.97, 0.934, 185.40),
+    ("Suturing", "loso", 90): (0.95, 0.86, 0.96, 0.941, 247.01),
+    ("Suturing", "holdout", 30): (0.98, 0.92, 0.94, 0.961, 98.10),
+    ("Suturing", "holdout", 60): (0.99, 0.94, 0.96, 0.972, 146.40),
+    ("Suturing", "holdout", 90): (0.99, 0.98, 0.97, 0.983, 194.79),
+    ("Needle_Passing", "loso", 30): (0.95, 0.73, 0.88, 0.889, 153.36),
+    ("Needle_Passing", "loso", 60): (0.95, 0.75, 0.90, 0.898, 194.98),
+    ("Needle_Passing", "loso", 90): (0.96, 0.76, 0.89, 0.903, 248.03),
+    ("Needle_Passing", "holdout", 30): (0.97, 0.80, 0.91, 0.919, 113.49),
+    ("Needle_Passing", "holdout", 60): (0.98, 0.81, 0.91, 0.925, 169.72),
+    ("Needle_Passing", "holdout", 90): (0.98, 0.86, 0.94, 0.945, 207.12),
+    ("Knot_Tying", "loso", 30): (0.90, 0.57, 0.90, 0.847, 101.83),
+    ("Knot_Tying", "loso", 60): (0.90, 0.62, 0.92, 0.849, 138.25),
+    ("Knot_Tying", "loso", 90): (0.92, 0.64, 0.91, 0.868, 147.38),
+    ("Knot_Tying", "holdout", 30): (0.87, 0.42, 0.91, 0.803, 74.5),
+    ("Knot_Tying", "holdout", 60): (0.88, 0.48, 0.92, 0.817, 113.55),
+    ("Knot_Tying", "holdout", 90): (0.88, 0.47, 0.91, 0.816, 139.39),
+}
+# Table 2 (accuracy %, LOSO): the other methods are per-trial, the CNN per-window (W = 60)
+PAPER_TABLE2 = {
+    "S-HMM (Tao 2012), per trial": (97.4, 96.2, 94.4),
+    "VSM (Forestier 2017), per trial": (89.7, 96.3, 61.1),
+    "NN on entropy features (Zia 2018), per trial": (100.0, 99.9, 100.0),
+    "CNN (current study), per window": (93.4, 89.8, 84.9),
+}
+
+
+def names(value) -> tuple:
+    """A list parameter given as a list/tuple or as a comma-separated string (papermill ``-p``)."""
+    if isinstance(value, str):
+        out = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(int(v) if v.isdigit() else v for v in out)
+    return tuple(value)
+
+
+def _subset_of(allowed):
+    return lambda v: 0 < len(names(v)) and set(names(v)) <= set(allowed)
+
+
+PARAMS: dict[str, Param] = {
+    "dataset": Param({"smoke": "sim", "study": "sim", "paper": "jigsaws"},
+                     "sim (offline simulator writing JIGSAWS-format files) or jigsaws (the real "
+                     "release placed under data_root/JIGSAWS, catalog entry 'jigsaws')",
+                     choices=("sim", "jigsaws")),
+    "tasks": Param(jigsaws.TASKS, "tasks to run (list or comma-separated)", type=(list, tuple, str),
+                   check=_subset_of(jigsaws.TASKS), check_help=f"a non-empty subset of {jigsaws.TASKS}"),
+    "windows": Param({"smoke": (30, 90), "study": (30, 60, 90), "paper": (30, 60, 90)},
+                     "window widths W in frames (30 Hz)", type=(list, tuple, str),
+                     check=lambda v: 0 < len(names(v)) and all(isinstance(w, int) and 8 <= w <= 300
+                                                                for w in names(v)),
+                     check_help="window widths between 8 and 300 frames"),
+    "step": Param(30, "sliding-window step L in frames", type=int, low=1, high=300),
+    "schemes": Param(SCHEMES, "validation schemes: loso, holdout", type=(list, tuple, str),
+                     check=_subset_of(SCHEMES), check_help=f"a non-empty subset of {SCHEMES}"),
+    "folds": Param({"smoke": 2, "study": 5, "paper": 5}, "LOSO folds to run (supertrials 1..folds)",
+                   type=int, low=1, high=5),
+    "holdout_fraction": Param(0.3, "hold-out: share of the windows held out for testing",
+                              low=0.05, high=0.9),
+    "filters": Param({"smoke": (8, 16, 32), "study": (16, 32, 64), "paper": (38, 76, 152)},
+                     "filters of the three conv stages", type=(list, tuple, str),
+                     check=lambda v: len(names(v)) == 3, check_help="three numbers"),
+    "kernel": Param(3, "convolution kernel size (time steps)", type=int, low=1, high=15),
+    "hidden": Param({"smoke": 32, "study": 64, "paper": 128}, "units of the first FC layer",
+                    type=int, low=4),
+    "epochs": Param({"smoke": 2, "study": 15, "paper": 40}, "training epochs per model", type=int, low=1),
+    "batch_size": Param({"smoke": 64, "study": 64, "paper": 64}, type=int, low=2),
+    "lr": Param(2e-3, "AdamW learning rate (cosine schedule)", low=1e-6, high=1.0),
+    "weight_decay": Param(1e-4, "AdamW weight decay", low=0.0, high=1.0),
+    "aggregate": Param("mean_prob", "per-trial decision from its windows",
+                       choices=("mean_prob", "majority")),
+    "sim_seed": Param(0, "simulator: which 'surgeons' (the dataset, not the training seed)",
+                      type=int, low=0),
+    "sim_trials": Param(5, "simulator: trials per user and task", type=int, low=2, high=5),
+    "duration_scale": Param({"smoke": 0.5, "study": 1.0, "paper": 1.0},
+                            "simulator: trial length factor (1: 15-80 s trials)", low=0.2, high=4.0),
+    "difficulty": Param(1.0, "simulator: user/trial skill noise and sensor noise factor",
+                        low=0.0, high=3.0),
+}
+
+
+@dataclass
+class WindowSet:
+    """Raw windows of a list of trials: ``x`` (N, 76, W), labels ``y`` (N,), the index of each
+    window's trial ``trial`` (N,) and its first frame ``start`` (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    trial: np.ndarray
+    start: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx) -> "WindowSet":
+        return WindowSet(self.x[idx], self.y[idx], self.trial[idx], self.start[idx])
+
+
+def make_windows(trials: Sequence[jigsaws.Trial], width: int, step: int) -> WindowSet:
+    """All windows of all trials (not yet normalised)."""
+    xs, ys, ts, ss = [], [], [], []
+    for i, tr in enumerate(trials):
+        w = sliding_windows(tr.kinematics, width, step)
+        xs.append(w)
+        ys.append(np.full(len(w), tr.label, dtype=np.int64))
+        ts.append(np.full(len(w), i, dtype=np.int64))
+        ss.append(window_starts(len(tr.kinematics), width, step))
+    c = trials[0].kinematics.shape[1] if trials else jigsaws.N_COLUMNS
+    return WindowSet(np.concatenate(xs) if xs else np.zeros((0, c, width), np.float32),
+                     np.concatenate(ys) if ys else np.zeros(0, np.int64),
+                     np.concatenate(ts) if ts else np.zeros(0, np.int64),
+                     np.concatenate(ss) if ss else np.zeros(0, np.int64))
+
+
+def loso_folds(trials: Sequence[jigsaws.Trial], n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Leave-one-supertrial-out: fold k (k = 1..n) tests on trial k of every user and trains on
+    all other trials. Returns ``[(train_trial_indices, test_trial_indices), ...]``; a user who
+    lacks trial k (the real release has gaps) simply has no test trial in that fold."""
+    numbers = np.array([t.trial for t in trials])
+    folds = []
+    for k in range(1, n_folds + 1):
+        test = np.flatnonzero(numbers == k)
+        train = np.flatnonzero(numbers != k)
+        folds.append((train, test))
+    return folds
+
+
+def holdout_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One random split of the *windows* (stratified by class): ``(train_idx, test_idx)``."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(test_fraction * len(idx)))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+# ----------------------------------------------------------------------------------------------
+# data for the notebook
+
+
+def load_data(P: Mapping[str, Any]) -> dict[str, list[jigsaws.Trial]]:
+    """The trials of every task: simulated (written once under data_root/jigsaws_sim/) or the
+    real release under ``data_root/JIGSAWS`` (catalog entry ``jigsaws``; a clear error when absent)."""
+    tasks = names(P["tasks"])
+    if P["dataset"] == "sim":
+        cfg = simulator.SimConfig(tasks=jigsaws.TASKS, trials=P["sim_trials"], seed=P["sim_seed"],
+                                duration_scale=float(P["duration_scale"]),
+                                difficulty=float(P["difficulty"]))
+        root = simulator.simulated_root(cfg, P["data_root"])
+    else:
+        from course_lib import fetch, paths
+
+        try:
+            root = fetch.dataset_path("jigsaws", P["data_root"])
+            manual = fetch._entry("jigsaws").get("manual", "")
+        except Exception:  # the catalog entry is not there (yet)
+            root = paths.data_root(P["data_root"]) / "JIGSAWS"
+            manual = ("register at https://cirl.lcsr.jhu.edu/research/hmm/datasets/jigsaws_release/, "
+                      "download the task archives and unpack them so that <data_root>/JIGSAWS/"
+                      "<Task>/kinematics/AllGestures/ and meta_file_<Task>.txt exist")
+        missing = [t for t in tasks if not _has_task(root, t)]
+        if missing:
+            raise FileNotFoundError(
+                f"dataset='jigsaws' needs the real JIGSAWS release (catalog entry 'jigsaws'); "
+                f"{', '.join(missing)} not found below {root}. JIGSAWS needs a registration: "
+                f"{manual}")
+    return jigsaws.load_jigsaws(root, tasks)
+
+
+def _has_task(root, task) -> bool:
+    try:
+        jigsaws.find_task_dir(root, task)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# tables and claims
+
+
+def table3(res: Mapping[str, Any]):
+    """Table 3 with the paper's numbers beside ours (F1 per class, accuracy, ms per window)."""
+    import pandas as pd
+
+    f = res["frame"]
+    rows = []
+    for (task, scheme, W), r in f.iterrows():
+        p = PAPER_TABLE3.get((task, scheme, W), (np.nan,) * 5)
+        rows.append({
+            ("", "task"): task, ("", "scheme"): SCHEME_LABELS[scheme], ("", "W"): W,
+            ("F1 novice", "paper"): p[0], ("F1 novice", "ours"): r.f1_novice,
+            ("F1 interm.", "paper"): p[1], ("F1 interm.", "ours"): r.f1_intermediate,
+            ("F1 expert", "paper"): p[2], ("F1 expert", "ours"): r.f1_expert,
+            ("accuracy", "paper"): p[3], ("accuracy", "ours"): r.accuracy,
+            ("accuracy", "ours per trial"): r.trial_accuracy,
+            ("accuracy", "majority class"): r.majority,
+            ("time", "paper (ms)"): p[4], ("time", "ours (ms/window)"): r.ms_per_window,
+        })
+    out = pd.DataFrame(rows)
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out.set_index([("", "task"), ("", "scheme"), ("", "W")]).rename_axis(["task", "scheme", "W"])
+
+
+def table2(res: Mapping[str, Any], window: int = 60):
+    """Table 2's accuracy columns (LOSO, %): the paper's rows and ours (per window, per trial)."""
+    import pandas as pd
+
+    rows = {k: dict(zip(("SU", "NP", "KT"), v)) for k, v in PAPER_TABLE2.items()}
+    f = res["frame"]
+    for label, col in (("ours: CNN, per window", "accuracy"), ("ours: CNN, per trial", "trial_accuracy")):
+        rows[label] = {TASK_SHORT[t]: 100 * f.loc[(t, "loso", window), col]
+                       for t in res["tasks"] if (t, "loso", window) in f.index}
+    return pd.DataFrame(rows).T[["SU", "NP", "KT"]]
+
+
+def recorder(P: Mapping[str, Any]):
+    """The notebook's results recorder; make it first, so its clock times the whole run."""
+    from course_lib.results import Results
+
+    return Results("12_surgical_cnn", "Surgical skill CNN (Wang & Majewicz Fey 2018)", PAPER_URL, P)
+
+
+def _key(task: str) -> str:
+    return task.lower()
+
+
+def record_results(P: Mapping[str, Any], res: Mapping[str, Any], rec=None):
+    """The "paper vs. ours" claims (rules in results.py), saved to results/12_surgical_cnn/."""
+    from course_lib.results import AtLeast, Better
+
+    rec = rec if rec is not None else recorder(P)
+    f, folds = res["frame"], res["fold_acc"]
+    wins = res["windows"]
+    w_mid = 60 if 60 in wins else wins[len(wins) // 2]
+    w_lo, w_hi = min(wins), max(wins)
+    loso = "loso" in res["schemes"]
+    hold = "holdout" in res["schemes"]
+    if loso:
+        for task in res["tasks"]:
+            k = _key(task)
+            acc = [100 * a for a in folds[(task, "loso", w_mid)]]
+            maj = 100 * f.loc[(task, "loso", w_mid), "majority"]
+            rec.add(f"{k}_loso_w{w_mid}", f"{task}: LOSO per-window accuracy, W={w_mid}, well above "
+                    f"the majority-class rate ({maj:.1f}%) [Tables 2, 3]",
+                    paper=round(100 * PAPER_TABLE3.get((task, "loso", w_mid), (0, 0, 0, np.nan))[3], 1),
+                    ours=acc, rule=AtLeast(maj), note="mean ± std over LOSO folds")
+            if w_hi > w_lo:
+                gain = [100 * (b - a) for a, b in zip(folds[(task, "loso", w_lo)],
+                                                      folds[(task, "loso", w_hi)])]
+                pg = PAPER_TABLE3.get((task, "loso", 90), (np.nan,) * 4)[3] - \
+                    PAPER_TABLE3.get((task, "loso", 30), (np.nan,) * 4)[3]
+                rec.add(f"{k}_window_gain", f"{task}: a larger window helps: LOSO accuracy "
+                        f"W={w_hi} minus W={w_lo} > 0 (paired per fold) [Table 3]",
+                        paper=round(100 * pg, 2), ours=gain, unit="pp", rule=AtLeast(0.0))
+        if len(res["tasks"]) == 3:
+            accs = {t: 100 * f.loc[(t, "loso", w_mid), "accuracy"] for t in res["tasks"]}
+            easier = min((t for t in res["tasks"] if t != "Knot_Tying"), key=accs.get)
+            rec.add("knot_tying_hardest", f"knot tying is the hardest task: its LOSO accuracy "
+                    f"(W={w_mid}) is below {easier}'s, the lower of the other two [Table 3, Fig. 4]",
+                    paper=round(100 * PAPER_TABLE3.get(("Knot_Tying", "loso", w_mid), (0, 0, 0, np.nan))[3], 1),
+                    ours=[100 * a for a in folds[("Knot_Tying", "loso", w_mid)]],
+                    rule=Better(f"{_key(easier)}_loso_w{w_mid}", higher_is_better=False))
+        gaps, pgaps = [], []
+        for task in res["tasks"]:
+            r = f.loc[(task, "loso", w_mid)]
+            gaps.append(min(r.f1_novice, r.f1_expert) - r.f1_intermediate)
+            p = PAPER_TABLE3.get((task, "loso", w_mid))
+            if p:
+                pgaps.append(min(p[0], p[2]) - p[1])
+        rec.add("intermediate_most_confused", f"the intermediate class is the most confused: "
+                f"min(F1 novice, F1 expert) − F1 intermediate > 0 (LOSO, W={w_mid}; one value per "
+                f"task) [Table 3, Fig. 4]", paper=round(float(np.mean(pgaps)), 3) if pgaps else None,
+                ours=gaps, unit="", rule=AtLeast(0.0))
+    if loso and hold:
+        for task in res["tasks"]:
+            k = _key(task)
+            p = PAPER_TABLE3.get((task, "holdout", w_mid), (np.nan,) * 4)[3]
+            p_loso = PAPER_TABLE3.get((task, "loso", w_mid), (np.nan,) * 4)[3]
+            higher = not (p < p_loso)
+            rec.add(f"{k}_holdout_w{w_mid}", f"{task}: hold-out accuracy (W={w_mid}) "
+                    f"{'above' if higher else 'below'} LOSO, as in the paper "
+                    f"({100 * p:.1f} vs {100 * p_loso:.1f}) [Table 3]", paper=round(100 * p, 1),
+                    ours=100 * f.loc[(task, "holdout", w_mid), "accuracy"],
+                    rule=Better(f"{k}_loso_w{w_mid}", higher_is_better=higher),
+                    note="one random split of the windows (overlapping windows on both sides)")
+    rec.save()
+    return rec
