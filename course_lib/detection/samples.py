@@ -37,8 +37,11 @@ def _target(boxes: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, imag
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """XYXY boxes (n, 4) of binary masks (n, H, W): ``[x_min, y_min, x_max + 1, y_max + 1]``
-    (the convention of the world; an empty mask gives zeros)."""
+    """XYXY boxes (n, 4) float32 of binary masks (n, H, W) in the pixel-edge convention of the
+    world: a mask covering columns ``x0..x1`` and rows ``y0..y1`` has box
+    ``(x0, y0, x1 + 1, y1 + 1)``; an empty mask gives zeros. (``torchvision.ops.masks_to_boxes``
+    gives ``x1, y1`` and fails on empty masks, hence this one.) Accepts tv_tensors masks."""
+    masks = masks.as_subclass(torch.Tensor) if isinstance(masks, torch.Tensor) else torch.as_tensor(masks)
     n = len(masks)
     out = torch.zeros(n, 4)
     if n == 0:

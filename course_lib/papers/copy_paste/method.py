@@ -21,6 +21,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from course_lib.detection import masks_to_boxes
+
 __all__ = [
     "LSJ_RANGE", "PAD_GRAY", "PAIRINGS", "PASTE_MODES", "SSJ_RANGE", "RefreshFromMasks", "SimpleCopyPaste",
     "blend_alpha", "from_rectangles", "gaussian_kernel_size", "masks_to_boxes", "paste", "refresh_target",
@@ -37,23 +39,6 @@ PAIRINGS = ("shift", "random")
 # ---------------------------------------------------------------------------------------------
 # annotations from masks
 # ---------------------------------------------------------------------------------------------
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """XYXY boxes (n, 4) float32 of binary masks (n, H, W), pixel-edge convention: a mask
-    covering columns ``x0..x1`` and rows ``y0..y1`` has box ``(x0, y0, x1 + 1, y1 + 1)``
-    (``torchvision.ops.masks_to_boxes`` gives ``x1, y1``); an empty mask gives zeros."""
-    m = _plain(masks).bool()
-    n, h, w = m.shape[0], m.shape[-2], m.shape[-1]
-    if n == 0:
-        return torch.zeros(0, 4)
-    cols, rows = m.any(1), m.any(2)                      # (n, W), (n, H)
-    xs, ys = torch.arange(w), torch.arange(h)
-    boxes = torch.stack([torch.where(cols, xs, w).amin(1), torch.where(rows, ys, h).amin(1),
-                         torch.where(cols, xs, -1).amax(1) + 1, torch.where(rows, ys, -1).amax(1) + 1],
-                        1).to(torch.float32)
-    boxes[~cols.any(1)] = 0
-    return boxes
-
-
 def _plain(t) -> torch.Tensor:
     """A plain tensor view (no tv_tensors dispatch overhead inside the hot loops)."""
     return t.as_subclass(torch.Tensor) if isinstance(t, torch.Tensor) else torch.as_tensor(t)
