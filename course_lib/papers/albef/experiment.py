@@ -176,7 +176,7 @@ def recorder(P: config.Params):
 
 def record_results(P: config.Params, res: Mapping[str, Any], diagnosis: Mapping[str, Any] | None = None,
                    rec=None, margin: float = 1.0):
-    """The "paper vs. ours" claims, judged by rules (results.py) and saved.
+    """The "paper vs. ours" claims, judged by rules (course_lib.results) and saved.
 
     Table 1's measure is the mean of TR and IR (each the mean of R@1/5/10) on the test set after
     fine-tuning, ranked the official way (ITC shortlist, ITM re-rank). Because our ITM can stay at

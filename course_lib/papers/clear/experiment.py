@@ -410,7 +410,7 @@ def _paper_mean(family: str, key: str, methods: Sequence[str]) -> float | None:
 
 
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
-    """The "paper vs. ours" claims, judged by rules (results.py) and saved.
+    """The "paper vs. ours" claims, judged by rules (course_lib.results) and saved.
 
     Claims that hold "for every baseline" in the paper (in-domain > next-domain under IID,
     streaming next-domain > IID next-domain, linear-on-SSL > from-scratch) are measured as the

@@ -318,7 +318,7 @@ def recorder(P: config.Params):
 
 
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
-    """The "paper vs. ours" claims of the notebook, judged by rules (results.py) and saved.
+    """The "paper vs. ours" claims of the notebook, judged by rules (course_lib.results) and saved.
 
     * every trained step learns (above chance);
     * each step moves accuracy in the paper's direction from the previous trained step

@@ -385,7 +385,7 @@ def recorder(P: config.Params):
 
 
 def record_results(P: config.Params, res: Mapping[str, Any], rec=None, save: bool = True):
-    """The "paper vs. ours" claims, judged by rules (results.py) and saved.
+    """The "paper vs. ours" claims, judged by rules (course_lib.results) and saved.
 
     Gains are differences of AP points between runs of the same seed (a list over seeds when
     ``P.seeds > 1``, so the rules see their spread). With one seed a gain must exceed

@@ -295,7 +295,7 @@ def recorder(P: config.Params):
 
 
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
-    """The "paper vs. ours" claims of the notebook, judged by rules (results.py) and saved."""
+    """The "paper vs. ours" claims of the notebook, judged by rules (course_lib.results) and saved."""
     from course_lib.results import AtLeast, AtMost, Better, Within
 
     runs, K = res["runs"], res["data"].num_classes

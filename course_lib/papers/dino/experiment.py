@@ -259,7 +259,7 @@ def recorder(P: config.Params):
 
 def record_results(P: config.Params, evals: Mapping[str, Mapping[str, Any]], ablations: Mapping[str, Any] | None,
                    num_classes: int, rec=None, margin: float = 2.0):
-    """The "paper vs. ours" claims, judged by rules (results.py) and saved.
+    """The "paper vs. ours" claims, judged by rules (course_lib.results) and saved.
 
     ``evals``: :func:`evaluate_backbone` of ``"dino"``, ``"random"``, ``"supervised"``; ``ablations``:
     :func:`run_ablations`. Single runs have no noise estimate: a comparison must win by ``margin``

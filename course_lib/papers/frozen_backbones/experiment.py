@@ -495,7 +495,7 @@ def recorder(P: config.Params):
 
 
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
-    """The "paper vs. ours" claims, judged by rules (``results.py``) and saved.
+    """The "paper vs. ours" claims, judged by rules (``course_lib.results``) and saved.
 
     Box AP comparisons of single runs must win by :data:`SINGLE_SEED_MARGIN` AP points (with
     ``seeds >= 2`` the seed spread is used as well). Claims compared with a derived number (the

@@ -433,7 +433,7 @@ def recorder(P: config.Params):
 
 
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
-    """The "paper vs. ours" claims of the notebook, judged by rules (results.py) and saved.
+    """The "paper vs. ours" claims of the notebook, judged by rules (course_lib.results) and saved.
 
     A comparison of single runs (Tables 2 and 3 always, Table 1 when ``P.seeds == 1``) has no
     noise estimate, so it needs a margin of :data:`SINGLE_SEED_MARGIN` points to count as

@@ -257,7 +257,7 @@ def _key(task: str) -> str:
 
 
 def record_results(P: Mapping[str, Any], res: Mapping[str, Any], rec=None):
-    """The "paper vs. ours" claims (rules in results.py), saved to results/12_surgical_cnn/."""
+    """The "paper vs. ours" claims (rules in course_lib.results), saved to results/12_surgical_cnn/."""
     from course_lib.results import AtLeast, Better
 
     rec = rec if rec is not None else recorder(P)

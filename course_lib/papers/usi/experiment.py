@@ -372,7 +372,7 @@ def _accs(runs, label, family, **where) -> list[float]:
 
 
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
-    """The "paper vs. ours" claims, judged by rules (results.py), and saved."""
+    """The "paper vs. ours" claims, judged by rules (course_lib.results), and saved."""
     from course_lib.results import AtLeast, Better
 
     runs, K = res["runs"], res["data"].num_classes
