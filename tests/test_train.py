@@ -528,7 +528,7 @@ def _fake_notebook(monkeypatch, headless: bool):
 
     shown = []
     monkeypatch.setattr(viz, "headless", lambda: headless)
-    monkeypatch.setattr(T, "_in_notebook", lambda: True)
+    monkeypatch.setattr(T.progress, "_in_notebook", lambda: True)  # LivePlot reads it there
     monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj) or
                         type("Handle", (), {"update": lambda self, o: shown.append(o)})())
     return shown
@@ -596,7 +596,7 @@ class _BarLog:
 
 def test_progress_bars_end_full_when_max_steps_stops_early(monkeypatch):
     bars = _BarLog()
-    monkeypatch.setattr(T, "progress_bar", bars.Bar)
+    monkeypatch.setattr(T.progress, "progress_bar", bars.Bar)  # fit reads it there
     ds = blobs(n=32)
     fit(mlp(), loader(ds, 4), config(epochs=2, progress=True, max_steps=3, live_plot=0))
     assert bars.closed  # one bar per epoch that ran
