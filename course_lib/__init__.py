@@ -16,7 +16,8 @@ Shared layers, named for what they are
     selfsup         the self-supervised ViT backbone (DINO training, loading, features)
     train           ``fit`` (AMP, EMA, schedules, mixup, DDP, checkpoints) and the model cache
     metrics         top-k accuracy, confusion matrices, disagreement
-    viz             attention maps, rollout, overlays, grids and an ipywidgets explorer
+    attention_maps  a ViT's attention per layer and head, rollout, mass thresholds
+    viz             overlays, grids, figure checks and ipywidgets with a static fallback
     results         "paper vs. ours" records, verdict rules and the scoreboard
     config, paths, fetch   parameters and profiles, where things live, real datasets
 """
