@@ -53,8 +53,19 @@ def test_tidy_strips_widgets_and_shrinks_figures():
     assert done == {"figures": 1, "widget_views": 2} and "widgets" not in nb.metadata
     assert len(cell.outputs) == 2  # the widget view without any other data is gone
     png = Image.open(io.BytesIO(base64.b64decode(cell.outputs[0]["data"]["image/png"])))
-    assert png.size == (500, 250)
+    assert png.size == (500, 250)  # a flat colour stays PNG
     nbformat.validate(nb)
+
+
+def test_noisy_figures_become_jpeg():
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    mime, data = record.shrink_png(base64.b64encode(buf.getvalue()).decode(), max_width=300)
+    assert mime == "image/jpeg" and Image.open(io.BytesIO(base64.b64decode(data))).size == (300, 200)
 
 
 def test_record_refuses_a_tree_with_changes(monkeypatch):

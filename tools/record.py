@@ -9,8 +9,9 @@ committed scoreboard changes only through this script, which
 2. runs the notebook with papermill in the ``study`` profile (or ``--profile``), headless, with
    its results written to ``results/<nb>/<profile>.json``;
 3. stores the executed notebook as ``results/<nb>/<profile>.ipynb``: widget state and widget
-   views stripped (they cannot render outside a live kernel), figures re-encoded to at most
-   ``--max-width`` pixels, so that anyone can read a real study run on the hosting site;
+   views stripped (they cannot render outside a live kernel), figures scaled to at most
+   ``--max-width`` pixels (photos and textures as JPEG), so that anyone can read a real study run
+   on the hosting site, a few MB at most;
 4. refreshes the README's notebook table.
 
 Then commit ``results/<nb>/`` and ``README.md``.
@@ -41,17 +42,21 @@ def git_changes() -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def shrink_png(data: str, max_width: int) -> str:
-    """A base64 PNG scaled down to ``max_width`` pixels (aspect kept) and re-compressed."""
+def shrink_png(data: str, max_width: int) -> tuple[str, str]:
+    """A base64 PNG figure scaled down to ``max_width`` pixels (aspect kept), as
+    ``(mime type, base64 data)``: JPEG (quality 85) where that is under half the PNG's size, as for
+    the world's noisy textures and photos, else a re-compressed PNG (line plots stay sharp)."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(base64.b64decode(data)))
-    if img.width <= max_width:
-        return data
-    img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    if img.width > max_width:
+        img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    img.save(png, format="PNG", optimize=True)
+    img.convert("RGB").save(jpeg, format="JPEG", quality=85, optimize=True)
+    if jpeg.tell() < png.tell() / 2:
+        return "image/jpeg", base64.b64encode(jpeg.getvalue()).decode("ascii")
+    return "image/png", base64.b64encode(png.getvalue()).decode("ascii")
 
 
 def tidy(nb, max_width: int) -> dict[str, int]:
@@ -65,7 +70,8 @@ def tidy(nb, max_width: int) -> dict[str, int]:
                 del data[WIDGET_VIEW]
                 done["widget_views"] += 1
             if "image/png" in data:
-                data["image/png"] = shrink_png(data["image/png"], max_width)
+                mime, small = shrink_png(data.pop("image/png"), max_width)
+                data[mime] = small
                 done["figures"] += 1
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.get("outputs", [])
