@@ -3,8 +3,6 @@ its records (:class:`DetHistory`) and the model cache (:func:`cached_detector`).
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -12,7 +10,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 
-from course_lib.train import History
+from course_lib.train import History, TrainConfig
 
 from .models import PIPELINE_VERSION
 
@@ -118,11 +116,6 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
-    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
-            for t in targets]
-
-
 def _make_optimizer(params: list[torch.nn.Parameter], cfg: DetTrainConfig):
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -134,15 +127,25 @@ def _make_optimizer(params: list[torch.nn.Parameter], cfg: DetTrainConfig):
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _lr_at(step: int, total: int, cfg: DetTrainConfig) -> float:
-    """lr of optimizer step ``step`` (0-based): linear warm-up, then cosine (or constant)."""
-    w = min(cfg.warmup_iters, max(0, total - 1))
-    if step < w:
-        return cfg.lr * (step + 1) / (w + 1)
-    if cfg.schedule == "constant":
-        return cfg.lr
-    t = (step - w) / max(1, total - w)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+def train_config(cfg: DetTrainConfig, steps_per_epoch: int) -> TrainConfig:
+    """The :class:`course_lib.train.TrainConfig` that :func:`fit` runs for a detection recipe:
+    the same warm-up + cosine (or constant) schedule, stepped per iteration; non-finite losses
+    skipped; progress shown by :func:`train_detector`'s own bar."""
+    return TrainConfig(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+        momentum=cfg.momentum, schedule=cfg.schedule,
+        warmup_epochs=cfg.warmup_iters / max(1, steps_per_epoch), min_lr=cfg.min_lr,
+        amp="none" if cfg.amp == "off" else cfg.amp, grad_clip=cfg.grad_clip,
+        max_steps=cfg.max_steps, seed=cfg.seed, progress=False, live_plot=0,
+        skip_nonfinite=True)
+
+
+def detection_step(model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`fit`'s step for a torchvision detector on ``(list of images, list of targets)``:
+    the loss is the sum of the model's loss dict, whose terms are logged."""
+    images, targets = batch
+    loss_dict = {k: v.float() for k, v in model(images, targets).items()}
+    return sum(loss_dict.values()), loss_dict
 
 
 def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | None = None,
@@ -151,8 +154,10 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
                    desc: str | None = None) -> DetHistory:
     """Train a torchvision detector in place on batches ``(list of images, list of targets)``.
 
-    The loss is the sum of the model's loss dict (RPN objectness + box, RoI classifier + box,
-    mask). Only ``params`` (default: the parameters with ``requires_grad``) are optimised.
+    The course's one loop, :func:`course_lib.train.fit`, does the work with
+    :func:`detection_step` (the loss is the sum of the model's loss dict: RPN objectness + box,
+    RoI classifier + box, mask) and the recipe as :func:`train_config` translates it. Only
+    ``params`` (default: the parameters with ``requires_grad``) are optimised.
     AMP through ``course_lib.train.amp_settings`` (``amp="bf16"`` runs bf16 autocast on CPU).
     A step whose loss is not finite is skipped (counted in ``skipped_steps``).
     ``callback(record)`` is called after every epoch with the epoch's record.
@@ -160,102 +165,66 @@ def train_detector(model: nn.Module, loader: Iterable, cfg: DetTrainConfig | Non
     postfix) and one summary line at the end; ``cfg.log_every`` adds a line every that many
     steps.
     """
-    from course_lib.config import pick_device, seed_everything
-    from course_lib.train import amp_settings, finish_bar
+    from course_lib.config import pick_device
+    from course_lib.train import finish_bar, fit
     from course_lib.train import progress_bar as tqdm
 
     cfg = cfg or DetTrainConfig()
     device = torch.device(device) if device is not None else pick_device("auto")
-    if cfg.seed is not None:
-        seed_everything(cfg.seed)
-    model.to(device)
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters")
-    amp = "none" if cfg.amp == "off" else cfg.amp
-    dtype, use_scaler = amp_settings(amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    opt = _make_optimizer(params, cfg)
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    hist = DetHistory()
-    step = 0
+    records: list[dict] = []
     bar = tqdm(total=total, desc=desc or "detector", unit="step", disable=not progress,
                leave=False)
-    t_run = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        if step >= total:
-            break
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        model.train()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        rss0 = _proc_status_mb("VmRSS")
-        can_peak = device.type != "cuda" and _reset_peak_rss()
-        sums: dict[str, float] = {}
-        n_img, skipped = 0, 0
-        t0 = time.perf_counter()
-        for images, targets in loader:
-            images = [im.to(device, non_blocking=True) for im in images]
-            targets = _to_device(targets, device)
-            lr = _lr_at(step, total, cfg)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                  else contextlib.nullcontext()):
-                loss_dict = model(images, targets)
-            loss_dict = {k: v.float() for k, v in loss_dict.items()}
-            loss = sum(loss_dict.values())
-            opt.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                skipped += 1
-            else:
-                scaler.scale(loss).backward()
-                if cfg.grad_clip is not None:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                b = len(images)
-                n_img += b
-                for k, v in {"loss": loss, **loss_dict}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
-            step += 1
-            hist.steps["step"].append(step)
-            hist.steps["loss"].append(float(loss.detach()))
-            hist.steps["lr"].append(lr)
+    memory: dict[str, float] = {}
+
+    def watch(event: str, state) -> None:
+        if event == "epoch_start":  # the epoch's peak memory is measured from here
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            memory.update(rss0=_proc_status_mb("VmRSS"),
+                          can_peak=device.type != "cuda" and _reset_peak_rss())
+        elif event == "step_end":
+            lr = state.history.steps["lr"][-1]
             bar.update(1)
             if progress:
-                bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}",
-                                loss=f"{hist.steps['loss'][-1]:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if cfg.log_every and step % cfg.log_every == 0 and progress:
-                bar.write(f"step {step}/{total} loss {hist.steps['loss'][-1]:.4f} lr {lr:.2e}")
-            if step >= total:
-                break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        rec: dict[str, float] = {"epoch": epoch + 1, "step": step}
-        rec.update({k: v / max(n_img, 1) for k, v in sums.items()})
-        rec.update(lr=hist.steps["lr"][-1] if hist.steps["lr"] else float("nan"), time_s=seconds,
-                   images=n_img, images_per_s=n_img / max(seconds, 1e-9), skipped_steps=skipped)
-        if device.type == "cuda":
-            rec["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        else:  # the epoch's peak RSS above the RSS at its start (NaN where it cannot be measured)
-            rec["peak_mem_mb"] = (max(0.0, _proc_status_mb("VmHWM") - rss0) if can_peak
-                                  else float("nan"))
-        hist.epochs.append(rec)
-        if callback is not None:
-            callback(rec)
+                bar.set_postfix(epoch=f"{state.epoch}/{cfg.epochs}", loss=f"{state.loss:.4f}",
+                                lr=f"{lr:.2e}", refresh=False)
+                if cfg.log_every and state.step % cfg.log_every == 0:
+                    bar.write(f"step {state.step}/{total} loss {state.loss:.4f} lr {lr:.2e}")
+        elif event == "epoch_end":
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            r = state.history.epochs[-1]
+            rec = {"epoch": r["epoch"], "step": r["step"]}
+            rec.update({k[len("train_"):]: v for k, v in r.items() if k.startswith("train_")})
+            rec.update(lr=r["lr"], time_s=r["time_s"], images=r["images"],
+                       images_per_s=r["images_per_s"], skipped_steps=r["skipped_steps"])
+            if device.type == "cuda":
+                rec["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            else:  # the epoch's peak RSS above the RSS at its start (NaN where not measurable)
+                rec["peak_mem_mb"] = (max(0.0, _proc_status_mb("VmHWM") - memory["rss0"])
+                                      if memory["can_peak"] else float("nan"))
+            records.append(rec)
+            if callback is not None:
+                callback(rec)
+
+    t_run = time.perf_counter()
+    history = fit(model, loader, train_config(cfg, steps_per_epoch), device=device,
+                  step=detection_step, optimizer=lambda net: _make_optimizer(params, cfg),
+                  callbacks=[watch])
     finish_bar(bar)  # n == total, so a finished run never ends red in Jupyter
+    hist = DetHistory(epochs=records, steps=history.steps)
     if progress and hist.epochs:
         rec, seconds = hist.epochs[-1], time.perf_counter() - t_run
         images = sum(r["images"] for r in hist.epochs)
-        print(f"{desc or 'detector'}: {step} steps, {len(hist.epochs)} epochs | last epoch loss "
+        print(f"{desc or 'detector'}: {history.steps['step'][-1] if history.steps['step'] else 0}"
+              f" steps, {len(hist.epochs)} epochs | last epoch loss "
               f"{rec.get('loss', float('nan')):.4f} | {images / max(seconds, 1e-9):.1f} img/s | "
               f"{seconds:.1f} s")
     return hist

@@ -14,7 +14,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.optim.lr_scheduler import OneCycleLR
+from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
 SCHEDULES = ("cosine", "onecycle", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
@@ -33,7 +33,7 @@ class TrainConfig:
     ``schedule`` is stepped per optimizer step: ``cosine`` (linear warm-up for ``warmup_epochs``,
     then cosine down to ``min_lr``), ``onecycle`` (torch ``OneCycleLR``, rising for
     ``warmup_epochs`` -- 30 % of the run when 0 -- then annealing to ``min_lr``) or ``constant``
-    (linear warm-up, then ``lr``).
+    (linear warm-up, then the optimizer's own lr, per parameter group).
     ``amp``: ``auto`` = bf16 on CUDA when supported, fp16 + GradScaler on older CUDA, off on
     CPU/MPS; ``bf16`` also works on CPU; ``fp16`` needs CUDA.
     ``ema_decay``: keep an exponential moving average of the weights (``ModelEmaV3``);
@@ -52,6 +52,9 @@ class TrainConfig:
     ``epochs`` and ``max_steps`` count (they set the schedule's length): to train longer, start a
     new run. A damaged ``last.pt`` raises ``DamagedFileError`` naming it.
     ``max_steps``: stop after that many optimizer steps (smoke runs); the schedule spans them.
+    ``skip_nonfinite``: a micro-batch whose loss is NaN or infinite is not back-propagated (it is
+    counted in the epoch's ``skipped_steps``); a step whose whole group was skipped still counts
+    and advances the schedule. Off by default: a NaN then propagates and shows.
     """
 
     epochs: int = 1
@@ -81,6 +84,7 @@ class TrainConfig:
     resume: bool = False
     seed: int | None = 0
     max_steps: int | None = None
+    skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -170,12 +174,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
         final_div = start_lr / cfg.min_lr if cfg.min_lr > 0 else 1e4
         return OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct_start,
                           div_factor=25, final_div_factor=final_div, cycle_momentum=False)
-    # 'constant' is a cosine from lr to lr: the same warm-up, then a flat line
-    lr_min = cfg.min_lr if cfg.schedule == "cosine" else cfg.lr
+    if cfg.schedule == "constant":
+        # the same warm-up (step s uses lr*(s+1)/(W+1)), then each parameter group's own lr
+        return LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     return CosineLRScheduler(
         optimizer,
         t_initial=max(1, total_steps - warmup_steps),
-        lr_min=lr_min,
+        lr_min=cfg.min_lr,
         warmup_t=warmup_steps,
         warmup_lr_init=cfg.lr / (warmup_steps + 1),  # step s of the warm-up uses lr*(s+1)/(W+1)
         warmup_prefix=True,

@@ -18,7 +18,8 @@ class History:
     """What happened during :func:`fit`.
 
     ``epochs``: one dict per epoch with ``epoch``, ``train_loss``, ``lr`` (at the end of the
-    epoch), ``time_s``, ``images_per_s`` (all processes together), ``eval_top1``/``eval_top5``/
+    epoch), ``time_s``, ``images`` and ``images_per_s`` (all processes together),
+    ``skipped_steps`` (with ``skip_nonfinite``), ``eval_top1``/``eval_top5``/
     ``eval_loss`` when evaluated, ``ema_top1``/... for the EMA weights, and ``train_<name>`` for
     every extra scalar the criterion reported.
     ``steps``: columns ``step``, ``loss``, ``lr`` with one entry per optimizer step.

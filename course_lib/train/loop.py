@@ -110,6 +110,46 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | No
 
 
 # ---------------------------------------------------------------------------------------------
+# the step and the batch
+
+
+def move_to(batch, device: torch.device):
+    """``batch`` with every tensor in it (nested tuples, lists, dicts) on ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [move_to(v, device) for v in batch]
+        return type(batch)(moved) if isinstance(batch, list) else tuple(moved)
+    return batch
+
+
+def _batch_len(batch) -> int:
+    """How many samples a batch holds: the length of its first element (or of itself)."""
+    first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+    if torch.is_tensor(first):
+        return int(first.shape[0]) if first.ndim else 1
+    return len(first)
+
+
+def _classification_step(criterion: Callable, mixup, channels_last: bool):
+    """The default step: ``(images, labels)`` -> Mixup/CutMix -> model -> criterion."""
+
+    def step(model: nn.Module, batch):
+        images, targets = batch
+        if channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if mixup is not None:
+            if images.shape[0] % 2:
+                raise ValueError("mixup/cutmix need an even batch size (use drop_last=True)")
+            images, targets = mixup(images, targets)
+        return criterion(images, model(images), targets)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
 # checkpoints and random state
 
 
@@ -271,15 +311,34 @@ def fit(
     eval_loader: Iterable | None = None,
     device: torch.device | str | None = None,
     callbacks: Sequence[Callable[[str, TrainState], None]] = (),
+    step: Callable[[nn.Module, Any], Any] | None = None,
+    to_device: Callable[[Any, torch.device], Any] | None = None,
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
 ) -> History:
-    """Train ``model`` in place on ``train_loader`` (batches of ``(images, labels)``).
+    """Train ``model`` in place on ``train_loader``.
 
+    The default step is classification on batches of ``(images, labels)``:
     ``criterion(inputs, outputs, targets)`` returns the loss, or ``(loss, {name: scalar})`` to log
     extra terms; ``inputs`` are the (mixed) images the model saw and ``targets`` are soft when
     Mixup/CutMix are on. Default: :func:`default_criterion`. A criterion that is an
     ``nn.Module`` (e.g. one holding a teacher) is moved to the device.
-    ``callbacks`` are called as ``callback(event, state)`` after every optimizer step
-    (``"step_end"``) and every epoch (``"epoch_end"``); one may raise :class:`StopTraining`.
+
+    Any other task plugs in a **step hook** ``step(model, batch)`` that returns the loss or
+    ``(loss, {name: scalar})`` (detection: the sum of the loss dict; STEGO: head and probe losses;
+    CLEAR: cross-entropy plus a continual-learning penalty). ``model`` is what to call: the
+    DDP/compiled wrapper where those are on, so put everything that trains inside ``model``.
+    The hook runs under autocast; Mixup and the criterion are the default step's and do not
+    apply. ``to_device(batch, device)`` moves a batch (default: every tensor in nested
+    tuples/lists/dicts, ``non_blocking``); a batch's size (for the per-image averages) is the
+    length of its first element. ``optimizer(model)`` builds the optimizer (e.g. parameter
+    groups with their own lrs or a subset of the parameters); default: ``cfg.optimizer`` through
+    timm's ``create_optimizer_v2``. Schedules, clipping, accumulation, AMP, EMA, progress,
+    history, checkpoint/resume and DDP are the same for every step.
+
+    ``callbacks`` are called as ``callback(event, state)`` before every epoch (``"epoch_start"``),
+    after every optimizer step (``"step_end"``) and every epoch (``"epoch_end"``, the epoch's
+    record is ``state.history.epochs[-1]`` and may be added to); one may raise
+    :class:`StopTraining`.
     Returns the :class:`History`; the EMA model, if any, is ``history.ema_model``.
     ``cfg.resume`` continues from ``checkpoint_dir/last.pt`` only when that file was written by
     the same run (config, ``len(train_loader)``, parameter shapes; see :class:`TrainConfig`), else
@@ -305,10 +364,15 @@ def fit(
         runner = torch.compile(runner)
 
     amp_dtype, use_scaler = amp_settings(cfg.amp, device)
-    criterion = criterion if criterion is not None else default_criterion(cfg)
-    if isinstance(criterion, nn.Module):
-        criterion.to(device)
-    mixup = _make_mixup(cfg)
+    if step is None:
+        criterion = criterion if criterion is not None else default_criterion(cfg)
+        if isinstance(criterion, nn.Module):
+            criterion.to(device)
+        step = _classification_step(criterion, _make_mixup(cfg), cfg.channels_last)
+    elif criterion is not None or cfg.uses_mixup:
+        raise ValueError("a step hook computes its own loss: criterion and mixup/cutmix belong "
+                         "to the default classification step")
+    to_device = to_device if to_device is not None else move_to
 
     k = cfg.accum_steps
     batches_per_epoch = len(train_loader)
@@ -316,7 +380,7 @@ def fit(
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    optimizer = _make_optimizer(net, cfg)
+    optimizer = optimizer(net) if optimizer is not None else _make_optimizer(net, cfg)
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     ema = None
     if cfg.ema_decay is not None:
@@ -357,20 +421,16 @@ def fit(
             sampler.set_epoch(epoch)
         runner.train()
         sums: dict[str, float] = {}  # loss (and extra terms) summed over images
-        n_images = 0
+        n_images = skipped = group_skipped = 0
         group_loss = 0.0
         t0 = time.perf_counter()
+        stop = tell("epoch_start", float("nan")) or stop
         bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not show, leave=False)
-        for i, (images, targets) in enumerate(train_loader):
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            if cfg.channels_last and images.ndim == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if mixup is not None:
-                if images.shape[0] % 2:
-                    raise ValueError("mixup/cutmix need an even batch size (use drop_last=True)")
-                images, targets = mixup(images, targets)
+        for i, batch in enumerate(train_loader):
+            if stop:
+                break
+            batch = to_device(batch, device)
 
             # micro-batch i belongs to an accumulation group; the last group may be shorter
             group_start = i - i % k
@@ -379,27 +439,33 @@ def fit(
             sync = contextlib.nullcontext() if ddp is None or last_in_group else ddp.no_sync()
             with sync:
                 with _autocast(device, amp_dtype):
-                    outputs = runner(images)
-                    loss, extras = _split_loss(criterion(images, outputs, targets))
-                scaler.scale(loss / group_size).backward()
-
-            b = images.shape[0]
-            n_images += b
-            for name, value in {"loss": loss, **extras}.items():
-                sums[name] = sums.get(name, 0.0) + _as_float(value) * b
-            group_loss += _as_float(loss) / group_size
+                    loss, extras = _split_loss(step(runner, batch))
+                finite = not cfg.skip_nonfinite or bool(torch.isfinite(loss.detach()).all())
+                if finite:
+                    scaler.scale(loss / group_size).backward()
             bar.update(1)
+            if not finite:
+                skipped += 1
+                group_skipped += 1
+            else:
+                b = _batch_len(batch)
+                n_images += b
+                for name, value in {"loss": loss, **extras}.items():
+                    sums[name] = sums.get(name, 0.0) + _as_float(value) * b
+            group_loss += _as_float(loss) / group_size
             if not last_in_group:
                 continue
 
-            # one optimizer step
-            if cfg.grad_clip is not None:
+            # one optimizer step (none when every micro-batch of the group was skipped)
+            if cfg.grad_clip is not None and group_skipped < group_size:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
+            if group_skipped < group_size:
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            group_skipped = 0
             run.step += 1
             _advance_scheduler(run.scheduler, run.step)
             if ema is not None:
@@ -417,6 +483,8 @@ def fit(
 
         record = _epoch_record(epoch + 1, run.step, sums, n_images, time.perf_counter() - t0,
                                history, device)
+        if cfg.skip_nonfinite:
+            record["skipped_steps"] = skipped
         if eval_loader is not None and ((epoch + 1) % cfg.eval_every == 0
                                         or epoch + 1 == cfg.epochs or stop):
             for prefix, m in (("eval", net), ("ema", ema.module if ema is not None else None)):
@@ -440,12 +508,13 @@ def _epoch_record(epoch: int, step: int, sums: dict[str, float], n_images: int, 
     """One epoch's training numbers, averaged over the images of all processes."""
     names = sorted(sums)
     totals = _all_reduce_sum([sums[n] for n in names] + [n_images], device)
-    n_all = max(totals[-1], 1)
+    n_all = totals[-1]
     record: dict[str, float] = {"epoch": epoch, "step": step}
     for name, total in zip(names, totals[:-1]):
-        record["train_loss" if name == "loss" else f"train_{name}"] = total / n_all
+        record["train_loss" if name == "loss" else f"train_{name}"] = total / max(n_all, 1)
     record["lr"] = history.steps["lr"][-1] if history.steps["lr"] else float("nan")  # last used
     record["time_s"] = seconds
+    record["images"] = int(n_all)
     record["images_per_s"] = n_all / max(seconds, 1e-9)
     return record
 
