@@ -202,51 +202,97 @@ class Run:
         return self.head(feats.to(self.device))[1].to(feats.device)
 
 
-def train_run(feats: torch.Tensor, labels: torch.Tensor, knn: torch.Tensor | None, num_classes: int,
-              cfg: RunConfig, device: torch.device | str = "cpu", log_every: int = 50) -> Run:
-    """Train the STEGO head with eq. 5 and, alongside, the cluster and linear probes on its
-    detached codes (as the official code: the probes never shape the head). ``feats`` (N, D, h, w)
-    are the frozen backbone's, ``labels`` (N, S, S) only train the linear probe, ``knn`` (N, >=k)
-    the neighbours of every image."""
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    D = feats.shape[1]
-    head = SegmentationHead(D, cfg.code_dim).to(device) if cfg.train_head else None
-    dim = cfg.code_dim if cfg.train_head else D
-    cluster = ClusterProbe(dim, num_classes).to(device)
-    linear = nn.Conv2d(dim, num_classes, 1).to(device)
-    opt_probe = torch.optim.Adam([*cluster.parameters(), *linear.parameters()], lr=cfg.probe_lr)
-    opt_head = torch.optim.Adam(head.parameters(), lr=cfg.lr) if head is not None else None
-    rows = []
-    t0 = time.perf_counter()
-    N = len(feats)
-    for step in range(cfg.steps):
-        idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen)
-        f = feats[idx].to(device, torch.float32)
-        y = labels[idx].to(device)
-        row = {"step": step}
-        if head is not None:
-            head.train()
-            pick = torch.randint(0, min(cfg.knn_k, knn.shape[1]), (len(idx),), generator=gen)
-            f_knn = feats[knn[idx, pick]].to(device, torch.float32)
-            fd, code = head(f)
-            fd_knn, code_knn = head(f_knn)
-            loss, parts = stego_loss(fd, fd_knn, code, code_knn, cfg.loss, gen)
-            opt_head.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_head.step()
-            row.update(loss=float(loss.detach()), **{f"L_{k}": v for k, v in parts.items()})
+class StegoTrainer(nn.Module):
+    """What one STEGO run trains, as one module for :func:`course_lib.train.fit`: the head
+    (absent for probes on the raw features) and the cluster and linear probes on its *detached*
+    codes (as the official code: the probes never shape the head). ``forward(batch)`` returns
+    the summed loss (eq. 5 for the head, plus the two probe losses) and the terms to log;
+    ``last`` keeps the latest terms for the run's history."""
+
+    def __init__(self, dim_in: int, num_classes: int, cfg: RunConfig, generator: torch.Generator):
+        super().__init__()
+        self.cfg, self.generator = cfg, generator
+        self.head = SegmentationHead(dim_in, cfg.code_dim) if cfg.train_head else None
+        dim = cfg.code_dim if cfg.train_head else dim_in
+        self.cluster = ClusterProbe(dim, num_classes)
+        self.linear = nn.Conv2d(dim, num_classes, 1)
+        self.last: dict[str, float] = {}
+
+    def forward(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        f, y, f_knn = batch
+        logs: dict[str, float] = {}
+        loss = f.new_zeros(())
+        if self.head is not None:
+            fd, code = self.head(f)
+            fd_knn, code_knn = self.head(f_knn)
+            loss, parts = stego_loss(fd, fd_knn, code, code_knn, self.cfg.loss, self.generator)
+            logs.update(loss=float(loss.detach()), **{f"L_{k}": v for k, v in parts.items()})
             z = code.detach()
         else:
             z = f
-        l_cluster = cluster.loss(z)
-        l_linear = linear_probe_loss(linear, z, y)
-        opt_probe.zero_grad(set_to_none=True)
-        (l_cluster + l_linear).backward()
-        opt_probe.step()
-        row.update(cluster=float(l_cluster.detach()), linear=float(l_linear.detach()))
-        if step % log_every == 0 or step == cfg.steps - 1:
-            rows.append(row)
+        l_cluster = self.cluster.loss(z)
+        l_linear = linear_probe_loss(self.linear, z, y)
+        logs.update(cluster=float(l_cluster.detach()), linear=float(l_linear.detach()))
+        self.last = logs
+        return loss + l_cluster + l_linear, {k: v for k, v in logs.items() if k != "loss"}
+
+
+class _FeatureBatches:
+    """``steps`` random batches ``(features, labels, features of a k-NN partner)`` drawn with
+    ``generator`` (the partner only when a head trains)."""
+
+    def __init__(self, feats, labels, knn, cfg: RunConfig, generator, device):
+        self.feats, self.labels, self.knn, self.cfg = feats, labels, knn, cfg
+        self.generator, self.device = generator, device
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __iter__(self):
+        N, cfg, gen = len(self.feats), self.cfg, self.generator
+        for _ in range(cfg.steps):
+            idx = torch.randint(0, N, (min(cfg.batch_size, N),), generator=gen)
+            f = self.feats[idx].to(self.device, torch.float32)
+            y = self.labels[idx].to(self.device)
+            f_knn = None
+            if cfg.train_head:
+                pick = torch.randint(0, min(cfg.knn_k, self.knn.shape[1]), (len(idx),),
+                                     generator=gen)
+                f_knn = self.feats[self.knn[idx, pick]].to(self.device, torch.float32)
+            yield f, y, f_knn
+
+
+def train_run(feats: torch.Tensor, labels: torch.Tensor, knn: torch.Tensor | None, num_classes: int,
+              cfg: RunConfig, device: torch.device | str = "cpu", log_every: int = 50) -> Run:
+    """Train the STEGO head with eq. 5 and, alongside, the cluster and linear probes on its
+    detached codes (:class:`StegoTrainer`, through the course's one loop,
+    :func:`course_lib.train.fit`: one Adam with the head's lr and the probes' lr as two
+    parameter groups). ``feats`` (N, D, h, w) are the frozen backbone's, ``labels`` (N, S, S)
+    only train the linear probe, ``knn`` (N, >=k) the neighbours of every image. The history
+    keeps every ``log_every``-th step and the last."""
+    from course_lib.train import TrainConfig, fit
+
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    trainer = StegoTrainer(feats.shape[1], num_classes, cfg, gen)
+    groups = [{"params": [*trainer.cluster.parameters(), *trainer.linear.parameters()],
+               "lr": cfg.probe_lr}]
+    if trainer.head is not None:
+        groups.insert(0, {"params": list(trainer.head.parameters()), "lr": cfg.lr})
+    rows = []
+
+    def keep(event: str, state) -> None:
+        step = state.step - 1
+        if event == "step_end" and (step % log_every == 0 or step == cfg.steps - 1):
+            rows.append({"step": step, **trainer.last})
+
+    t0 = time.perf_counter()
+    fit(trainer, _FeatureBatches(feats, labels, knn, cfg, gen, device),
+        TrainConfig(epochs=1, lr=cfg.lr, schedule="constant", amp="none", seed=None,
+                    progress=False, live_plot=0),
+        device=device, step=lambda model, batch: model(batch),
+        optimizer=lambda _: torch.optim.Adam(groups), callbacks=[keep])
     seconds = time.perf_counter() - t0
-    return Run(head, cluster.eval(), linear.eval(), pd.DataFrame(rows).set_index("step"), seconds, cfg)
+    return Run(trainer.head, trainer.cluster.eval(), trainer.linear.eval(),
+               pd.DataFrame(rows).set_index("step"), seconds, cfg)
