@@ -8,11 +8,14 @@ import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from course_lib.train import TrainConfig, fit
 
 METHODS = ("finetune", "reservoir", "biased_reservoir", "er", "lwf", "ewc")
 PROTOCOLS = ("iid", "streaming")
@@ -312,6 +315,51 @@ class StreamRun:
     model: nn.Module | None = None
 
 
+class _BucketBatches:
+    """One epoch of a bucket's training batches for :func:`course_lib.train.fit`: a shuffle
+    (``rng``) in full batches only (BatchNorm), each batch concatenated with an equal-size random
+    replay batch (ER), then ``transform`` and, with ``cfg.augment``, the augmentation (``gen``)."""
+
+    def __init__(self, x, y, replay, cfg: LearnConfig, rng, gen, transform):
+        self.x, self.y, self.replay, self.cfg = x, y, replay, cfg
+        self.rng, self.gen, self.transform = rng, gen, transform
+        self.bs = min(cfg.batch_size, len(y))
+
+    def __len__(self) -> int:
+        return len(self.y) // self.bs
+
+    def __iter__(self):
+        n, bs, device = len(self.y), self.bs, self.y.device
+        perm = torch.from_numpy(self.rng.permutation(n)).to(device)
+        for s in range(0, n - bs + 1, bs):
+            idx = perm[s:s + bs]
+            xb, yb = self.x[idx], self.y[idx]
+            if self.replay is not None:
+                j = torch.from_numpy(self.rng.integers(0, len(self.replay[1]), bs)).to(device)
+                xb, yb = torch.cat([xb, self.replay[0][j]]), torch.cat([yb, self.replay[1][j]])
+            if self.transform is not None:
+                xb = self.transform(xb)
+            if self.cfg.augment:
+                xb = augment_batch(xb, generator=self.gen)
+            yield xb, yb
+
+
+def _step(net: nn.Module, batch, *, model: nn.Module, cfg: LearnConfig,
+          old_model: nn.Module | None, fisher, anchor) -> torch.Tensor:
+    """The loss of one batch: cross-entropy, plus LwF's distillation from the model after the
+    previous bucket or EWC's penalty (eq. of :func:`ewc_penalty`) where the method has them."""
+    xb, yb = batch
+    logits = net(xb)
+    loss = F.cross_entropy(logits, yb)
+    if cfg.method == "lwf" and old_model is not None:
+        with torch.no_grad():
+            old = old_model(xb)
+        loss = loss + cfg.lwf_lambda * lwf_loss(logits, old, cfg.lwf_temperature)
+    if cfg.method == "ewc" and fisher is not None:
+        loss = loss + 0.5 * cfg.ewc_lambda * ewc_penalty(model, fisher, anchor)
+    return loss
+
+
 def run_protocol(make_model: Callable[[], nn.Module], inputs: Sequence[torch.Tensor],
                  labels: Sequence[torch.Tensor], splits: Sequence[tuple[torch.Tensor, torch.Tensor]],
                  cfg: LearnConfig, device: torch.device | str = "cpu", keep_model: bool = False,
@@ -322,7 +370,8 @@ def run_protocol(make_model: Callable[[], nn.Module], inputs: Sequence[torch.Ten
     ``splits[t]``: its (train, test) indices; ``transform`` maps a batch of inputs to model inputs
     on the device (e.g. uint8 -> normalised float; applied before augmentation). After training on bucket i the model is scored on the test part
     of every bucket j: ``R[i, j]``. The model is carried from bucket to bucket (warm start) and
-    gets a fresh Adam optimizer per bucket. What each method trains on at bucket t:
+    gets a fresh Adam optimizer per bucket; each bucket trains through the course's one loop,
+    :func:`course_lib.train.fit`, with the method's loss as the step (:func:`_step`). What each method trains on at bucket t:
 
     * ``finetune``: the current bucket.
     * ``reservoir`` / ``biased_reservoir``: the buffer *only* (official CLEAR code), after the
@@ -374,40 +423,15 @@ def run_protocol(make_model: Callable[[], nn.Module], inputs: Sequence[torch.Ten
             bi = np.array([i for _, i in buffer.items])
             replay = (torch.cat([xs[b][torch.from_numpy(bi[bb == b]).to(device)] for b in np.unique(bb)]),
                       torch.cat([ys[b][torch.from_numpy(bi[bb == b]).to(device)] for b in np.unique(bb)]))
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        model.train()
-        steps = 0
-        n = len(y_tr)
-        bs = min(cfg.batch_size, n)
-        for _ in range(cfg.epochs):
-            perm = torch.from_numpy(rng.permutation(n)).to(device)
-            for s in range(0, n - bs + 1, bs):  # full batches only (BatchNorm)
-                idx = perm[s:s + bs]
-                xb, yb = x_tr[idx], y_tr[idx]
-                if replay is not None:
-                    j = torch.from_numpy(rng.integers(0, len(replay[1]), bs)).to(device)
-                    xb, yb = torch.cat([xb, replay[0][j]]), torch.cat([yb, replay[1][j]])
-                if transform is not None:
-                    xb = transform(xb)
-                if cfg.augment:
-                    xb = augment_batch(xb, generator=gen)
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
-                if cfg.method == "lwf" and old_model is not None:
-                    with torch.no_grad():
-                        old = old_model(xb)
-                    loss = loss + cfg.lwf_lambda * lwf_loss(logits, old, cfg.lwf_temperature)
-                if cfg.method == "ewc" and fisher is not None:
-                    loss = loss + 0.5 * cfg.ewc_lambda * ewc_penalty(model, fisher, anchor)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                seen += len(yb)
-                steps += 1
-                if cfg.max_steps and steps >= cfg.max_steps:
-                    break
-            if cfg.max_steps and steps >= cfg.max_steps:
-                break
+        penalties = dict(old_model=old_model, fisher=fisher, anchor=anchor)
+        hist = fit(model, _BucketBatches(x_tr, y_tr, replay, cfg, rng, gen, transform),
+                   TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule="constant", amp="none",
+                               seed=None, progress=False, live_plot=0,
+                               max_steps=cfg.max_steps or None),
+                   device=device, step=partial(_step, model=model, cfg=cfg, **penalties),
+                   optimizer=lambda net: torch.optim.Adam(net.parameters(), lr=cfg.lr,
+                                                          weight_decay=cfg.weight_decay))
+        seen += sum(r["images"] for r in hist.epochs)
         # after the bucket
         if cfg.method == "er":
             buffer.add_reservoir(items)
