@@ -18,7 +18,7 @@ from .data import ALBEFData, PairData
 from .method import ALBEF, ALBEFConfig, alpha_at
 from .tokenizer import CaptionTokenizer
 
-CODE_VERSION = 1  # part of the cache keys of the trained models (train_variant)
+CODE_VERSION = 2  # part of the cache keys of the trained models (train_variant); 2: fit's warm-up
 
 
 # ==============================================================================================
@@ -41,84 +41,76 @@ def _param_groups(model: ALBEF, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _lr_at(step: int, total: int, base: float, warmup: float) -> float:
-    w = max(1, int(warmup * total))
-    if step < w:
-        return base * (step + 1) / w
-    t = (step - w) / max(1, total - w)
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+class _PairBatches:
+    """One epoch of shuffled pair batches for :func:`course_lib.train.fit`: ``(images, token ids,
+    attention mask, image ids (fine-tuning), alpha)``, full batches only; the shuffle draws from
+    ``generator`` (which the model also uses for its negatives). ``alpha`` follows the MoD
+    warm-up of pre-training (0 when fine-tuning)."""
+
+    def __init__(self, data: PairData, tok: CaptionTokenizer, cfg: ALBEFConfig, stage: str,
+                 generator, device):
+        self.data, self.tok, self.cfg, self.stage, self.generator = data, tok, cfg, stage, generator
+        self.device = torch.device(device)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.data) // self.cfg.batch_size
+
+    def __iter__(self):
+        data, bs, n = self.data, self.cfg.batch_size, len(self)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        perm = torch.randperm(len(data), generator=self.generator)
+        for i in range(n):
+            sel = perm[i * bs:(i + 1) * bs]
+            img_idx = torch.as_tensor(data.image_of[sel.numpy()])
+            images = _normalize(data.load_images(img_idx), self.cfg, self.device)
+            ids, mask = self.tok.encode([data.captions[int(j)] for j in sel])
+            pretrain = self.stage == "pretrain"
+            alpha = alpha_at(epoch, i, n, self.cfg.alpha) if pretrain else 0.0
+            yield images, ids, mask, None if pretrain else img_idx, alpha
 
 
 def _train_loop(model: ALBEF, data: PairData, cfg: ALBEFConfig, *, epochs: int, lr: float, stage: str,
                 device, seed: int, log: Callable[[str], Any] | None) -> train.History:
-    """The loop shared by pre-training (ITC + ITM + MLM as ``cfg`` says, MoD with the alpha
-    warm-up) and fine-tuning (ITC + ITM_hard, alpha 0, no MLM)."""
+    """Pre-training (ITC + ITM + MLM as ``cfg`` says, MoD with the alpha warm-up) and fine-tuning
+    (ITC + ITM_hard, alpha 0, no MLM) through the course's one loop,
+    :func:`course_lib.train.fit`. The momentum model and the queues are updated inside
+    ``ALBEF.forward`` (eqs. 1-6), so the step is just the model's loss. AdamW without weight
+    decay on norms, biases and embeddings; warm-up for ``cfg.warmup`` of the steps, then cosine
+    to 0 (``fit``'s schedule)."""
     device = torch.device(device)
-    model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.999))
-    dtype, _ = train.amp_settings(cfg.amp, device)
-    bs = cfg.batch_size
-    steps_per_epoch = len(data) // bs
+    steps_per_epoch = len(data) // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"{len(data)} pairs are fewer than one batch of {bs}")
+        raise ValueError(f"{len(data)} pairs are fewer than one batch of {cfg.batch_size}")
     total = steps_per_epoch * epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * epochs)
-    hist = train.History()
-    tok = model.tok
-    step = 0
-    for epoch in range(epochs):
-        perm = torch.randperm(len(data), generator=gen)
-        sums: dict[str, float] = {}
-        t0, seen = time.perf_counter(), 0
-        for i in range(steps_per_epoch):
-            if step >= total:
-                break
-            sel = perm[i * bs:(i + 1) * bs]
-            img_idx = torch.as_tensor(data.image_of[sel.numpy()])
-            images = _normalize(data.load_images(img_idx), cfg, device)
-            ids, mask = tok.encode([data.captions[int(j)] for j in sel])
-            ids, mask = ids.to(device), mask.to(device)
-            alpha = alpha_at(epoch, i, steps_per_epoch, cfg.alpha) if stage == "pretrain" else 0.0
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, lr, cfg.warmup)
-            idx = img_idx.to(device) if stage == "finetune" else None
-            with (torch.autocast(device.type, dtype=dtype) if dtype is not None else _nullcontext()):
-                out = model(images, ids, mask, alpha=alpha, generator=gen, idx=idx,
-                            mlm=None if stage == "pretrain" else False)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-            step += 1
-            seen += len(sel)
-            for k in ("loss", "itc", "itm", "mlm", "itm_acc", "mlm_acc"):
-                if k in out:
-                    sums[k] = sums.get(k, 0.0) + out[k].item() * len(sel)
-            hist.steps["step"].append(step)
-            hist.steps["loss"].append(out["loss"].item())
-            hist.steps["lr"].append(opt.param_groups[0]["lr"])
-        secs = time.perf_counter() - t0
-        if seen == 0:
-            break
-        rec = {"epoch": epoch + 1, "step": step, "train_loss": sums["loss"] / seen, "lr": opt.param_groups[0]["lr"],
-               "time_s": secs, "images_per_s": seen / max(secs, 1e-9), "alpha": alpha, "temp": model.temp.item()}
-        for k in ("itc", "itm", "mlm", "itm_acc", "mlm_acc"):
-            if k in sums:
-                rec[f"train_{k}"] = sums[k] / seen
-        hist.epochs.append(rec)
+    batches = _PairBatches(data, model.tok, cfg, stage, gen, device)
+    mlm = None if stage == "pretrain" else False
+    alphas: list[float] = []
+
+    def step(net, batch):
+        images, ids, mask, idx, alpha = batch
+        alphas.append(alpha)
+        out = net(images, ids, mask, alpha=alpha, generator=gen, idx=idx, mlm=mlm)
+        return out["loss"], {k: out[k] for k in ("itc", "itm", "mlm", "itm_acc", "mlm_acc") if k in out}
+
+    def report(event: str, state) -> None:
+        if event != "epoch_end":
+            return
+        rec = state.history.epochs[-1]
+        rec.update(alpha=alphas[-1] if alphas else 0.0, temp=model.temp.item())
         if log is not None:
-            log(f"  {stage} epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.3f} (itc {rec.get('train_itc', 0):.3f} "
+            log(f"  {stage} epoch {rec['epoch']}/{epochs}: loss {rec['train_loss']:.3f} (itc {rec.get('train_itc', 0):.3f} "
                 f"itm {rec.get('train_itm', 0):.3f} mlm {rec.get('train_mlm', 0):.3f}) "
-                f"temp {rec['temp']:.3f} alpha {alpha:.2f} {rec['images_per_s']:.0f} pairs/s")
+                f"temp {rec['temp']:.3f} alpha {rec['alpha']:.2f} {rec['images_per_s']:.0f} pairs/s")
+
+    tcfg = train.TrainConfig(epochs=epochs, lr=lr, min_lr=0.0, warmup_epochs=cfg.warmup * total / steps_per_epoch,
+                             amp=cfg.amp, seed=None, progress=False, live_plot=0, max_steps=cfg.max_steps)
+    hist = train.fit(model, batches, tcfg, device=device, step=step, callbacks=[report],
+                     optimizer=lambda net: torch.optim.AdamW(_param_groups(net, cfg.weight_decay), lr=lr,
+                                                             betas=(0.9, 0.999)))
     model.eval()
     return hist
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def build_model(cfg: ALBEFConfig, tok: CaptionTokenizer, seed: int = 0, device=None) -> ALBEF:
@@ -282,6 +274,23 @@ ITM_PROBES = {
 }
 
 
+class _RandomBatches:
+    """``steps`` batches of ``batch_size`` rows drawn without replacement from ``tensors`` (a
+    fresh permutation from ``generator`` per batch)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, steps: int, generator):
+        self.tensors, self.batch_size, self.steps, self.generator = tensors, batch_size, steps, generator
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        n = len(self.tensors[0])
+        for _ in range(self.steps):
+            sel = torch.randperm(n, generator=self.generator)[: self.batch_size]
+            yield tuple(t[sel] for t in self.tensors)
+
+
 def itm_plateau_probe(data: PairData, tok: CaptionTokenizer, cfg: ALBEFConfig, steps: int = 150, pool: int = 256,
                       lr: float = 2e-3, seed: int = 0, probes: Mapping[str, Mapping[str, Any]] | None = None,
                       every: int = 15) -> dict[str, list[float]]:
@@ -295,23 +304,22 @@ def itm_plateau_probe(data: PairData, tok: CaptionTokenizer, cfg: ALBEFConfig, s
     for name, spec in probes.items():
         c = replace(cfg.variant(spec["variant"]), mlm=spec["mlm"])
         m = build_model(c, tok, seed)
-        m.train()
-        opt = torch.optim.AdamW(m.trainable_parameters(), lr=lr)
         g = torch.Generator().manual_seed(seed)
         idx = torch.arange(min(pool, len(data)))
         X = _normalize(data.load_images(torch.as_tensor(data.image_of[idx.numpy()])), c, "cpu")
         ids, mask = tok.encode([data.captions[int(i)] for i in idx])
-        curve, acc = [], 0.0
-        for step in range(steps):
-            sel = idx[torch.randperm(len(idx), generator=g)[: c.batch_size]]
-            res = m(X[sel], ids[sel], mask[sel], alpha=c.alpha, generator=g)
-            opt.zero_grad(set_to_none=True)
-            res["loss"].backward()
-            opt.step()
-            acc += res["itm"].item()
-            if (step + 1) % every == 0:
-                curve.append(acc / every)
-                acc = 0.0
+        itm: list[float] = []
+
+        def step(net, batch, c=c, g=g, itm=itm):
+            res = net(*batch, alpha=c.alpha, generator=g)
+            itm.append(res["itm"].item())
+            return res["loss"]
+
+        train.fit(m, _RandomBatches((X, ids, mask), c.batch_size, steps, g),
+                  train.TrainConfig(epochs=1, lr=lr, schedule="constant", amp="none", seed=None, progress=False,
+                                    live_plot=0),
+                  device="cpu", step=step, optimizer=lambda net: torch.optim.AdamW(net.trainable_parameters(), lr=lr))
+        curve = [sum(itm[i:i + every]) / every for i in range(0, len(itm) - every + 1, every)]
         out[name] = curve
     return out
 
