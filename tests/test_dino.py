@@ -107,20 +107,22 @@ def test_head_last_layer_is_normalised_and_g_frozen():
     assert selfsup.DINOHead(16, 50, norm_last_layer=False).last_layer_g.requires_grad
 
 
-def test_forward_tokens_any_size_and_multicrop_grouping():
+def test_any_size_forward_and_multicrop_grouping():
     torch.manual_seed(0)
     vit = VisionTransformer(**TINY).eval()
     x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(selfsup.forward_tokens(vit, x), vit.forward_features(x))
+    torch.testing.assert_close(vit.forward_features(x, any_size=True), vit.forward_features(x))
     small = torch.randn(2, 3, 16, 16)
-    assert selfsup.forward_tokens(vit, small).shape == (2, 1 + 16, 32)
-    with pytest.raises(ValueError):
-        selfsup.forward_tokens(vit, torch.randn(1, 3, 18, 18))
+    assert vit.forward_features(small, any_size=True).shape == (2, 1 + 16, 32)
+    with pytest.raises(ValueError, match="any_size=True"):  # the plain forward names the option
+        vit.forward_features(small)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        vit.forward_features(torch.randn(1, 3, 18, 18), any_size=True)
     net = selfsup.MultiCropNet(vit, selfsup.DINOHead(32, 10, 16, 8)).eval()
     crops = [x, x.flip(-1), small, small.flip(-2)]
     with torch.no_grad():
         out = net(crops)
-        one_by_one = torch.cat([net.head(selfsup.forward_tokens(vit, c)[:, 0]) for c in crops])
+        one_by_one = torch.cat([net.head(vit.forward_features(c, any_size=True)[:, 0]) for c in crops])
     assert out.shape == (8, 10)
     torch.testing.assert_close(out, one_by_one, atol=1e-5, rtol=1e-5)
 

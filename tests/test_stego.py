@@ -244,14 +244,14 @@ def test_extract_features_matches_forward_features():
     vit = VisionTransformer(**TINY_VIT).eval()
     bb = sg.Backbone(vit, (0.5,) * 3, (0.25,) * 3)
     imgs = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
-    f = sg.extract_features(bb, imgs, batch_size=2, dtype=torch.float32)
+    f = bb.features(imgs, batch_size=2, dtype=torch.float32)
     assert f.shape == (3, 24, 4, 4)
     x = (imgs.float() / 255 - 0.5) / 0.25
     with torch.no_grad():
         tok = vit.forward_features(x)[:, 1:]
     assert torch.allclose(f[2].flatten(1).T, tok[2], atol=1e-5)
-    ff = sg.extract_features(bb, imgs, flip=True, dtype=torch.float32)
-    sym = sg.extract_features(bb, imgs.flip(-1), flip=True, dtype=torch.float32)
+    ff = bb.features(imgs, flip=True, dtype=torch.float32)
+    sym = bb.features(imgs.flip(-1), flip=True, dtype=torch.float32)
     assert torch.allclose(ff, sym.flip(-1), atol=1e-5)  # flip averaging is mirror-equivariant
 
 

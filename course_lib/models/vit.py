@@ -82,8 +82,9 @@ class PatchEmbed(nn.Module):
         if tuple(x.shape[-2:]) != self.img_size:
             raise ValueError(
                 f"input images are {tuple(x.shape[-2:])} but this ViT was built for {self.img_size}; "
-                "resize the images, or build the model with img_size=... (pretrained position "
-                "embeddings are resampled when the checkpoint is loaded)")
+                "resize the images, build the model with img_size=... (pretrained position "
+                "embeddings are resampled when the checkpoint is loaded), or call "
+                "forward_features(x, any_size=True)")
         x = self.proj(x)                     # (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 
@@ -283,21 +284,43 @@ class VisionTransformer(nn.Module):
         return self.patch_embed.patch_size
 
     # ---- forward -------------------------------------------------------------------------
-    def _add_prefix_and_pos(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend [class, distillation] tokens, then add the position embeddings."""
+    def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position embeddings (1, prefix + rows*cols, D) for a patch grid: the model's own,
+        or resampled to ``grid`` (bicubic, :func:`resample_pos_embed`; as DINO's official
+        ``interpolate_pos_encoding``)."""
+        if tuple(grid) == tuple(self.grid_size):
+            return self.pos_embed
+        return resample_pos_embed(self.pos_embed, grid, self.grid_size, self.num_prefix_tokens)
+
+    def _add_prefix_and_pos(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Prepend [class, distillation] tokens, then add the position embeddings (of ``grid``)."""
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             x = torch.cat(prefix + [x], dim=1)
-        return self.pos_drop(x + self.pos_embed)
+        pos = self.pos_embed if grid is None else self.pos_embed_for(grid)
+        return self.pos_drop(x + pos)
 
-    def forward_features(self, x: torch.Tensor, return_attention: bool = False
+    def forward_features(self, x: torch.Tensor, return_attention: bool = False, any_size: bool = False
                          ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Images (B, C, H, W) -> tokens after the final norm (B, N + prefix, D).
 
         With ``return_attention=True`` the explicit attention path is used and the result is
         ``(tokens, [attention of block 0, ...])``, each map (B, heads, N + prefix, N + prefix).
+        ``any_size=True``: images of any size that is a multiple of the patch size, the position
+        embeddings resampled to their patch grid (:meth:`pos_embed_for`), so a backbone built
+        for 32 px global crops also embeds 16 px local crops (DINO's multi-crop) and one built
+        for 224 px draws the attention maps of a 480 px photo. Without it a size other than
+        ``img_size`` is an error.
         """
-        x = self._add_prefix_and_pos(self.patch_embed(x))
+        H, W = x.shape[-2:]
+        p = self.patch_size
+        if not any_size or (H, W) == tuple(self.img_size):
+            x = self._add_prefix_and_pos(self.patch_embed(x))
+        elif H % p[0] or W % p[1]:
+            raise ValueError(f"image size {(H, W)} is not a multiple of the patch size {p}")
+        else:
+            x = self._add_prefix_and_pos(self.patch_embed.proj(x).flatten(2).transpose(1, 2),
+                                         (H // p[0], W // p[1]))
         attentions = []
         for block in self.blocks:
             x, attn = block(x, return_attention)
@@ -452,6 +475,29 @@ def unwrap_checkpoint(checkpoint: Mapping[str, Any], notes: list[str] | None = N
     return dict(sd)
 
 
+def _square_side(n_patches: int, error=ValueError) -> int:
+    side = math.isqrt(n_patches)
+    if side * side != n_patches:
+        raise error(f"cannot resample pos_embed: it has {n_patches} patch positions, not a square grid")
+    return side
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int],
+                       old_grid: tuple[int, int] | None = None, num_prefix_tokens: int = 1,
+                       antialias: bool = True) -> torch.Tensor:
+    """Absolute position embeddings (1, prefix + h*w, D) resampled to another patch grid:
+    (1, prefix + H*W, D), the prefix entries kept, the grid interpolated bicubically (timm's
+    ``resample_abs_pos_embed``). ``old_grid``: default square. ``antialias`` matters when the
+    grid shrinks (ViTDet's ``F.interpolate`` uses none). The one place the course resamples
+    position embeddings: the any-size forward, checkpoint loading and ViTDet's backbone."""
+    if old_grid is None:
+        old_grid = (_square_side(pos_embed.shape[1] - num_prefix_tokens),) * 2
+    if tuple(new_grid) == tuple(old_grid):
+        return pos_embed
+    return resample_abs_pos_embed(pos_embed, new_size=list(new_grid), old_size=list(old_grid),
+                                  num_prefix_tokens=num_prefix_tokens, antialias=antialias)
+
+
 def _resample_pos_embed(model: VisionTransformer, sd: dict[str, torch.Tensor], notes: list[str]) -> None:
     """Resample the checkpoint's pos_embed to the model's patch grid (prefix tokens kept as is)."""
     pos = sd.get("pos_embed")
@@ -460,13 +506,8 @@ def _resample_pos_embed(model: VisionTransformer, sd: dict[str, torch.Tensor], n
     ckpt_prefix = int("cls_token" in sd) + int("dist_token" in sd)
     if ckpt_prefix != model.num_prefix_tokens or pos.shape[-1] != model.embed_dim:
         return  # not a resolution change; reported as a shape mismatch
-    n_patches = pos.shape[1] - ckpt_prefix
-    side = math.isqrt(n_patches)
-    if side * side != n_patches:
-        raise CheckpointMismatchError(
-            f"cannot resample pos_embed: the checkpoint has {n_patches} patch positions, not a square grid")
-    sd["pos_embed"] = resample_abs_pos_embed(
-        pos, new_size=list(model.grid_size), old_size=[side, side], num_prefix_tokens=ckpt_prefix)
+    side = _square_side(pos.shape[1] - ckpt_prefix, CheckpointMismatchError)
+    sd["pos_embed"] = resample_pos_embed(pos, model.grid_size, (side, side), ckpt_prefix)
     notes.append(f"resampled pos_embed from a {side}x{side} to a "
                  f"{model.grid_size[0]}x{model.grid_size[1]} patch grid")
 

@@ -32,7 +32,7 @@ the teacher is an exponential moving average of the student. Where each piece li
   global views go through the teacher, the student sees all of them (:class:`MultiCropAugment`,
   ``selfsup/augment.py``). The backbone runs once per group of same-resolution crops
   (:class:`MultiCropNet`); position embeddings are interpolated for the local crops
-  (:func:`forward_tokens`, ``selfsup/backbone.py``).
+  (``VisionTransformer.forward_features(x, any_size=True)``, ``models/vit.py``).
 * **The projection head** (Sec. 3.1, "Network architecture"): a 3-layer MLP (GELU) to a
   bottleneck, L2 normalisation, then a weight-normalised linear layer without bias to ``K``
   outputs whose norm ``g`` is fixed at 1 (:class:`DINOHead`).
@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from course_lib.selfsup.augment import MultiCropAugment
 from course_lib.selfsup.backbone import (
-    IMAGENET_MEAN, IMAGENET_STD, build_backbone, cls_attention, extract_features, forward_tokens,
+    IMAGENET_MEAN, IMAGENET_STD, build_backbone, cls_attention, extract_features,
     load_dino_weights, normalize,
 )
 from course_lib.selfsup.dino import ARCHS, LOSSES, DINOConfig, DINOHead, DINOLoss, MultiCropNet
@@ -75,6 +75,6 @@ __all__ = [
     "ARCHS", "LOSSES", "CODE_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "DINOConfig", "DINOHead", "DINOLoss",
     "MultiCropAugment", "MultiCropNet", "cosine_schedule", "param_groups", "clip_gradients", "ema_update",
     "cancel_last_layer_gradients", "train_dino", "world_config", "dino_config", "train_backbone",
-    "study_backbone", "build_backbone", "forward_tokens", "normalize", "load_dino_weights",
+    "study_backbone", "build_backbone", "normalize", "load_dino_weights",
     "extract_features", "cls_attention",
 ]

@@ -16,68 +16,26 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch import nn
 
+from course_lib.features import IMAGENET_MEAN, IMAGENET_STD, extract_features, normalize
 from course_lib.models.vit import VisionTransformer, load_timm_state_dict, unwrap_checkpoint
 
 if TYPE_CHECKING:
     from course_lib.selfsup.dino import DINOConfig
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_backbone", "forward_tokens", "normalize",
+# the features (class token, patch maps) and their normalisation are the course's one extractor,
+# course_lib.features, re-exported here
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_backbone", "normalize",
            "load_dino_weights", "extract_features", "cls_attention"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------------------------
-# The backbone, at any resolution
+# The backbone
 
 
 def build_backbone(cfg: DINOConfig, drop_path: float = 0.0) -> VisionTransformer:
-    """The ViT backbone of ``cfg`` without classifier head (``model(x)`` = class-token feature)."""
+    """The ViT backbone of ``cfg`` without classifier head (``model(x)`` = class-token feature).
+    ``model.forward_features(x, any_size=True)`` runs it at any resolution (multi-crop)."""
     return VisionTransformer(**cfg.arch(), drop_path_rate=drop_path)
-
-
-def forward_tokens(model: VisionTransformer, x: torch.Tensor, return_attention: bool = False):
-    """``model.forward_features`` for images of any size (a multiple of the patch size).
-
-    The position embeddings are interpolated (bicubic, timm's ``resample_abs_pos_embed``, as the
-    official ``interpolate_pos_encoding``) when the patch grid differs from the model's, so a
-    backbone built for 32 px global crops also embeds 16 px local crops, and one built for 224 px
-    draws attention maps of a 480 px photo. Returns tokens (B, prefix + N, D), and with
-    ``return_attention`` also the list of per-block attention maps (B, heads, T, T).
-    """
-    from timm.layers import resample_abs_pos_embed
-
-    p = model.patch_size
-    H, W = x.shape[-2:]
-    if H % p[0] or W % p[1]:
-        raise ValueError(f"image size {(H, W)} is not a multiple of the patch size {p}")
-    if (H, W) == tuple(model.img_size):
-        return model.forward_features(x, return_attention=return_attention)
-    t = model.patch_embed.proj(x).flatten(2).transpose(1, 2)
-    pos = resample_abs_pos_embed(model.pos_embed, new_size=[H // p[0], W // p[1]],
-                                 old_size=list(model.grid_size), num_prefix_tokens=model.num_prefix_tokens)
-    prefix = [tok.expand(t.shape[0], -1, -1) for tok in (model.cls_token, model.dist_token) if tok is not None]
-    t = model.pos_drop(torch.cat(prefix + [t], 1) + pos)
-    attns = []
-    for block in model.blocks:
-        t, a = block(t, return_attention)
-        if return_attention:
-            attns.append(a)
-    t = model.norm(t)
-    return (t, attns) if return_attention else t
-
-
-def normalize(images: torch.Tensor, mean=None, std=None, model: nn.Module | None = None) -> torch.Tensor:
-    """uint8 (or [0, 1] float) images -> normalised float, with ``model.pretrained_cfg`` when given."""
-    if model is not None and hasattr(model, "pretrained_cfg"):
-        mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
-    mean = mean if mean is not None else (0.5, 0.5, 0.5)
-    std = std if std is not None else (0.25, 0.25, 0.25)
-    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,23 +97,6 @@ def load_dino_weights(path: str | PathLike, model: VisionTransformer | None = No
 
 
 @torch.no_grad()
-def extract_features(model: VisionTransformer, images: torch.Tensor, batch_size: int = 256, device=None,
-                     mean=None, std=None) -> torch.Tensor:
-    """Class-token features (after the final norm) of uint8 images, (N, D) float on the CPU.
-    Normalisation: ``mean``/``std``, else ``model.pretrained_cfg``, else the world's."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
-        x = normalize(x, mean, std, model if mean is None else None)
-        out.append(forward_tokens(model, x)[:, 0].float().cpu())
-    model.train(was)
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def cls_attention(model: VisionTransformer, images: torch.Tensor, layer: int = -1, batch_size: int = 256,
                   normalized: bool = False) -> torch.Tensor:
     """Class-token-to-patch attention of one layer (default the last), every head:
@@ -171,7 +112,7 @@ def cls_attention(model: VisionTransformer, images: torch.Tensor, layer: int = -
         x = images[i:i + batch_size].to(device)
         if x.dtype == torch.uint8:
             x = normalize(x, model=model)
-        _, attns = forward_tokens(model, x.float(), return_attention=True)
+        _, attns = model.forward_features(x.float(), return_attention=True, any_size=True)
         a = attns[layer][:, :, 0, model.num_prefix_tokens:].float().cpu()
         out.append(a.reshape(len(x), a.shape[1], x.shape[-2] // p[0], x.shape[-1] // p[1]))
     model.train(was)

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.models.vit import VisionTransformer
-from course_lib.selfsup.backbone import forward_tokens
 
 __all__ = ["ARCHS", "LOSSES", "DINOConfig", "DINOHead", "MultiCropNet", "DINOLoss"]
 
@@ -167,7 +166,7 @@ class MultiCropNet(nn.Module):
             end = start
             while end < len(crops) and crops[end].shape[-1] == crops[start].shape[-1]:
                 end += 1
-            feats.append(forward_tokens(self.backbone, torch.cat(list(crops[start:end])))[:, 0])
+            feats.append(self.backbone.forward_features(torch.cat(list(crops[start:end])), any_size=True)[:, 0])
             start = end
         return self.head(torch.cat(feats))
 

@@ -289,7 +289,7 @@ def train_backbone(world_cfg, cfg: DINOConfig, seed: int = 0, device=None, force
 def study_backbone(profile: str = "study", device=None):
     """Notebook 06's DINO ViT for ``profile`` (trained on that profile's world and cached; trained
     now if missing) and its :class:`~course_lib.world.WorldConfig`. Notebook 11 (STEGO) uses it as
-    its frozen backbone. ``model(x)`` gives class-token features, ``forward_tokens(model, x)``
+    its frozen backbone. ``model(x)`` gives class-token features, ``model.forward_features(x, any_size=True)``
     every token; inputs are normalised with ``model.pretrained_cfg`` (:func:`normalize`)."""
     if profile == "paper":
         raise ValueError("the paper profile uses official DINO weights: load_dino_weights(path)")

@@ -14,6 +14,7 @@ from torch import nn
 
 from course_lib import config
 from course_lib.config import Param
+from course_lib.features import extract_features
 
 from .method import (
     METHODS, METRICS, PROTOCOLS, Bucket, LearnConfig, Stream, StreamRun, protocol_splits, run_protocol,
@@ -136,14 +137,6 @@ PARAMS: dict[str, Param] = {
 # Self-supervised features (bucket 0) and the experiments
 
 
-def _normalize(images_uint8: torch.Tensor) -> torch.Tensor:
-    from course_lib.world import WORLD_MEAN, WORLD_STD
-
-    mean = torch.tensor(WORLD_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(WORLD_STD).view(1, 3, 1, 1)
-    return (images_uint8.float() / 255 - mean) / std
-
-
 def stream_stats(stream: Stream) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (in [0, 1] units) for the from-scratch network: the world's fixed
     statistics on the world, bucket 1's on real photos (ImageNet's would do as well)."""
@@ -164,30 +157,6 @@ class _Normalize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x.to(self.mean.device).float() / 255 - self.mean) / self.std
-
-
-@torch.no_grad()
-def extract_features(backbone: nn.Module, images_uint8: torch.Tensor, device="cpu",
-                     batch_size: int = 256, normalize: Callable | None = None) -> torch.Tensor:
-    """Frozen features of a ViT (``forward_features`` then ``forward_head(pre_logits=True)``:
-    the class token) or of any module returning (N, D). Images are normalised with
-    ``backbone.pretrained_cfg`` (mean/std) when it has one, else the world's statistics."""
-    device = torch.device(device)
-    backbone = backbone.to(device).eval()
-    norm = normalize or _normalize
-    cfg = getattr(backbone, "pretrained_cfg", None)
-    if normalize is None and isinstance(cfg, dict) and "mean" in cfg:
-        m, s_ = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-        norm = lambda x: (x.float() / 255 - m) / s_
-    out = []
-    for s in range(0, len(images_uint8), batch_size):
-        x = norm(images_uint8[s:s + batch_size]).to(device)
-        if hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head"):
-            f = backbone.forward_head(backbone.forward_features(x), pre_logits=True)
-        else:
-            f = backbone(x)
-        out.append(f.float().cpu())
-    return torch.cat(out)
 
 
 def dino_recipe(P: config.Params):
@@ -284,9 +253,9 @@ def run_experiments(P: config.Params, stream: Stream | None = None, backbone: nn
             backbone, info = pretrain_backbone(P, stream, log)
         timing["ssl"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        f0 = extract_features(backbone, stream.buckets[0].images, dev)
+        f0 = extract_features(backbone, stream.buckets[0].images, device=dev)
         mu, sd = f0.mean(0), f0.std(0) + 1e-6
-        feats = [(extract_features(backbone, b.images, dev) - mu) / sd for b in stream.labeled]
+        feats = [(extract_features(backbone, b.images, device=dev) - mu) / sd for b in stream.labeled]
         timing["features"] = time.perf_counter() - t0
     for family in FAMILIES:
         if family not in families:

@@ -30,7 +30,7 @@ the same backbone, and paper packages may not import each other). Where each equ
 * **Multi-crop** (Sec. 3.1): two global views and several small local views per image; only the
   global views go through the teacher, the student sees all of them
   (``selfsup.MultiCropAugment``, ``selfsup/augment.py``; ``selfsup.MultiCropNet`` runs the
-  backbone once per group of same-resolution crops, ``selfsup.forward_tokens`` interpolates the
+  backbone once per group of same-resolution crops, ``forward_features(x, any_size=True)`` of ``models/vit.py`` interpolates the
   position embeddings for the local crops).
 * **The projection head** (Sec. 3.1, "Network architecture"): a 3-layer MLP (GELU) to a
   bottleneck, L2 normalisation, then a weight-normalised linear layer without bias to ``K``
@@ -79,7 +79,7 @@ from course_lib.papers.dino.method import (
 from course_lib.selfsup import (
     ARCHS, CODE_VERSION, IMAGENET_MEAN, IMAGENET_STD, DINOConfig, DINOHead, DINOLoss, MultiCropAugment,
     MultiCropNet, build_backbone, clip_gradients, cls_attention, cosine_schedule, dino_config, ema_update,
-    extract_features, forward_tokens, load_dino_weights, normalize, param_groups, study_backbone, train_backbone,
+    extract_features, load_dino_weights, normalize, param_groups, study_backbone, train_backbone,
     train_dino, world_config,
 )
 
@@ -87,7 +87,7 @@ __all__ = [
     "NOTEBOOK", "PAPER", "PAPER_URL", "TITLE", "PARAMS", "ARCHS", "CODE_VERSION", "DINOConfig", "DINOHead",
     "DINOLoss", "MultiCropAugment", "MultiCropNet", "cosine_schedule", "ema_update", "clip_gradients",
     "param_groups", "train_dino", "world_config", "dino_config", "train_backbone", "study_backbone",
-    "load_dino_weights", "build_backbone", "forward_tokens", "extract_features", "normalize", "IMAGENET_MEAN",
+    "load_dino_weights", "build_backbone", "extract_features", "normalize", "IMAGENET_MEAN",
     "IMAGENET_STD", "cls_attention", "ABLATIONS", "knn_classifier", "linear_probe", "attention_masks", "jaccard",
     "foreground_masks", "random_backbone", "train_supervised", "segmentation_scores", "config_from_params",
     "load_data", "DINOData", "world_data", "imagenette_voc_data", "evaluate_backbone", "run_ablations",

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from .crf import CRF_KERNEL_ELEMENTS, OFFICIAL_CRF, dense_crf
 from .data import (
-    IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, Backbone, SegData, extract_features, five_crop, voc_segdata,
+    IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, Backbone, SegData, five_crop, voc_segdata,
     world_segdata, world_semantic,
 )
 from .experiment import (

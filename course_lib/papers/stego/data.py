@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from course_lib.features import IMAGENET_MEAN, IMAGENET_STD, extract_features  # noqa: F401 (re-exported)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,30 +126,13 @@ class Backbone:
     def dim(self) -> int:
         return int(self.vit.embed_dim)
 
-
-@torch.no_grad()
-def extract_features(backbone: Backbone, images: torch.Tensor, batch_size: int = 256,
-                     flip: bool = False, device: torch.device | str | None = None,
-                     dtype: torch.dtype = torch.float16) -> torch.Tensor:
-    """Last-layer patch tokens of the frozen backbone as maps (N, D, h, w), stored on the CPU
-    (``dtype``, half precision by default: the head converts a batch to float32).
-    ``flip``: average with the features of the mirrored image (mirrored back), as the official
-    evaluation does."""
-    vit = backbone.vit.eval()
-    device = torch.device(device) if device is not None else next(vit.parameters()).device
-    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
-    h, w = backbone.grid
-    out = torch.empty(len(images), backbone.dim, h, w, dtype=dtype)
-    for s in range(0, len(images), batch_size):
-        x = (images[s:s + batch_size].to(device).float() / 255 - mean) / std
-        f = _tokens(vit, x, h, w)
-        if flip:
-            f = (f + _tokens(vit, x.flip(-1), h, w).flip(-1)) / 2
-        out[s:s + batch_size] = f.to("cpu", dtype)
-    return out
-
-
-def _tokens(vit: nn.Module, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    tok = vit.forward_features(x)[:, vit.num_prefix_tokens:]          # (B, h*w, D)
-    return tok.transpose(1, 2).reshape(len(x), -1, h, w).float()
+    def features(self, images: torch.Tensor, batch_size: int = 256, flip: bool = False,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float16) -> torch.Tensor:
+        """Last-layer patch tokens of the frozen backbone as maps (N, D, h, w), stored on the CPU
+        (``dtype``, half precision by default: the head converts a batch to float32), through
+        the course's one extractor (``course_lib.features.extract_features``) with this
+        backbone's normalisation. ``flip``: average with the features of the mirrored image
+        (mirrored back), as the official evaluation does."""
+        return extract_features(self.vit, images, tokens="patches", batch_size=batch_size,
+                                device=device, mean=self.mean, std=self.std, flip=flip, dtype=dtype)

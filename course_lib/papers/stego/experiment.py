@@ -17,7 +17,7 @@ from course_lib import config
 from course_lib.config import Param
 
 from .crf import OFFICIAL_CRF
-from .data import Backbone, SegData, extract_features, five_crop, voc_segdata, world_segdata
+from .data import Backbone, SegData, five_crop, voc_segdata, world_segdata
 from .method import OFFICIAL_LOSS, LossConfig, RunConfig, knn_indices, train_run
 from .probes import evaluate, kmeans_baseline
 
@@ -181,11 +181,11 @@ def prepare(P: config.Params) -> Setup:
     t["data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dev = P.torch_device
-    feats_full = extract_features(backbone, train_full.images, device=dev)
-    feats_eval = extract_features(backbone, ev.images, flip=P.flip_eval, device=dev)
+    feats_full = backbone.features(train_full.images, device=dev)
+    feats_eval = backbone.features(ev.images, flip=P.flip_eval, device=dev)
     if P.five_crop or P.ablations:
         crops = five_crop(train_full, P.crop_ratio)
-        feats_crops = extract_features(backbone, crops.images, device=dev)
+        feats_crops = backbone.features(crops.images, device=dev)
     t["features"] = time.perf_counter() - t0
     if P.five_crop:
         train, feats_train = crops, feats_crops

@@ -17,7 +17,6 @@ The MAE pretraining of the plain backbone (Table 4) is in ``pretraining.py``.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
-from course_lib.models.vit import Mlp, PatchEmbed, VisionTransformer
+from course_lib.models.vit import Mlp, PatchEmbed, VisionTransformer, resample_pos_embed
 
 PYRAMIDS = ("sfp", "fpn_lastmap", "fpn_4stage", "none")
 
@@ -76,18 +75,11 @@ def evenly_spaced_blocks(depth: int, count: int) -> tuple[int, ...]:
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int = 1
                      ) -> torch.Tensor:
     """The pretrained absolute position embedding (1, prefix + h*w, D) resized to ``grid``:
-    drop the class-token entry, reshape to the pretraining h x w grid, bicubic interpolation to
-    the detection grid. Returns (1, H, W, D). An unchanged grid returns the same values."""
-    pos = pos_embed[:, num_prefix_tokens:]
-    n = pos.shape[1]
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"pos_embed has {n} patch positions, not a square grid")
-    pos = pos.reshape(1, side, side, -1)
-    if (side, side) == tuple(grid):
-        return pos
-    pos = F.interpolate(pos.permute(0, 3, 1, 2), size=tuple(grid), mode="bicubic", align_corners=False)
-    return pos.permute(0, 2, 3, 1)
+    drop the class-token entry, bicubic interpolation of the square pretraining grid to the
+    detection grid (``models.vit.resample_pos_embed``, without antialiasing as ViTDet's
+    ``F.interpolate``). Returns (1, H, W, D). An unchanged grid returns the same values."""
+    pos = resample_pos_embed(pos_embed, grid, num_prefix_tokens=num_prefix_tokens, antialias=False)
+    return pos[:, num_prefix_tokens:].reshape(1, *grid, -1)
 
 
 def _rel_pos_table(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
