@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.world import WORLD_MEAN, WORLD_STD
+from course_lib.models import count_params
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,5 +323,5 @@ def _fast_transform(transform: nn.Module) -> nn.Module:
 
 
 def trainable_parameters(model: nn.Module) -> int:
-    """Number of parameters with ``requires_grad``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters with ``requires_grad`` (``models.count_params``)."""
+    return count_params(model, trainable=True)

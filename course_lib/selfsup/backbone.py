@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
-from torch import nn
 
 from course_lib.features import IMAGENET_MEAN, IMAGENET_STD, extract_features, normalize
 from course_lib.models.vit import VisionTransformer, load_timm_state_dict, unwrap_checkpoint

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.models.vit import Mlp, VisionTransformer
+from course_lib.models import count_params
 
 from .tokenizer import CaptionTokenizer
 
@@ -496,7 +497,7 @@ class ALBEF(nn.Module):
 
 def param_counts(model: ALBEF) -> dict[str, int]:
     """Trainable parameters per part (the momentum copies are not trained)."""
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    n = count_params
     te = model.text_encoder
     fusion = sum(n(layer) for layer in te.fusion) + n(te.fusion_norm)
     mlm = n(te.mlm_dense) + n(te.mlm_norm) + te.mlm_bias.numel()

@@ -3,8 +3,6 @@ two-stage retrieval evaluation (ITC shortlist, ITM re-rank), the ITM plateau pro
 analyses of trained models (the momentum model's pseudo-targets, Fig. 11; Grad-CAM)."""
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, replace
 from typing import Any, Callable, Mapping, Sequence
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from course_lib.models.convnext import create_convnext
+from course_lib.models import count_params
 
 from .method import LadderConfig, build_model
 
@@ -182,10 +183,6 @@ def build_step(step: int | str, num_classes: int = 1000, scale: str = "imagenet"
 
 # ----------------------------------------------------------------------------------------------
 # Parameters and FLOPs
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def complexity(step_or_model: int | str | LadderConfig | nn.Module, image_size: int = 224,

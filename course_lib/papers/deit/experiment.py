@@ -23,6 +23,7 @@ from course_lib.classification import (
     world_config,
 )
 from course_lib.config import Param
+from course_lib.models import count_params
 from course_lib.models import create_vit, small_resnet
 from course_lib.models.convnets import create_convnet
 from course_lib.models.vit import VisionTransformer
@@ -283,7 +284,7 @@ def param_counts() -> dict[str, int]:
     for name in ("deit_tiny", "deit_small", "deit_base"):
         with torch.device("meta"):
             m = create_vit(name)
-        out[name] = sum(p.numel() for p in m.parameters())
+        out[name] = count_params(m)
     return out
 
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from course_lib import config, paths
 from course_lib.config import Param
+from course_lib.models import count_params
 from course_lib.papers.frozen_backbones.method import (
     CAPACITIES, STRATEGIES, build_strategy_detector,
 )
@@ -178,9 +179,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameters of a strategy detector: ``total``, ``trained`` (``requires_grad``),
     ``backbone`` (the body), ``adapters``, ``after`` (neck + RPN + RoI heads)."""
     bb = model.backbone
-    n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731
+    n = count_params
     total = n(model)
-    return {"total": total, "trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    return {"total": total, "trained": n(model, trainable=True),
             "backbone": n(bb.body), "adapters": n(bb.adapters), "after": total - n(bb.body) - n(bb.adapters)}
 
 

@@ -16,6 +16,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from course_lib.models.vit import PRESETS, Block, Mlp, VisionTransformer, create_vit
+from course_lib.models import count_params
 
 TRANSFORM_INITS = ("identity", "official")
 SHARE_PATTERNS = ("none", "every-2", "all")
@@ -372,8 +373,8 @@ def create_minivit(preset: str, share_every: int | str = 2, *, attn_transform: b
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Distinct parameters (a shared tensor counts once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Distinct parameters (a shared tensor counts once): ``models.count_params``."""
+    return count_params(model)
 
 
 def parameter_breakdown(model: VisionTransformer) -> dict[str, int]:

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.models import count_params
+
 # ----------------------------------------------------------------------------------------------
 # data preparation
 
@@ -86,7 +88,8 @@ class SkillCNN(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable parameters: ``models.count_params(model, trainable=True)``."""
+    return count_params(model, trainable=True)
 
 
 def layer_shapes(model: SkillCNN, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:

@@ -20,7 +20,7 @@ from course_lib.classification import (
     train_transform,
 )
 from course_lib.config import Param
-from course_lib.models import create_vit, small_resnet
+from course_lib.models import count_params, create_vit, small_resnet
 
 from .method import USILoss, recipe
 
@@ -267,7 +267,7 @@ def run_experiments(P: config.Params, d: ClassificationData | None = None, log=p
     teacher, tinfo = train_teacher(P, d)
     t_logits = head_logits(teacher, d.test, dev)["cls"]
     runs: list[Run] = [Run("teacher", "cnn", 0, 0.0, 1.0, "-", accuracy(t_logits, y), tinfo.train_seconds,
-                           tinfo.from_cache, _n_params(teacher), tinfo.history)]
+                           tinfo.from_cache, count_params(teacher), tinfo.history)]
     log(f"CNN teacher ({P.teacher_arch}): top-1 {runs[0].top1:.1f}% "
         f"({'cache' if tinfo.from_cache else f'{tinfo.train_seconds:.0f}s'})")
     models: dict[tuple, nn.Module] = {}
@@ -277,7 +277,7 @@ def run_experiments(P: config.Params, d: ClassificationData | None = None, log=p
         model, info = train_student(P, d, family, teach, seed, alpha_kd, tau, teacher_name)
         acc = accuracy(head_logits(model, d.test, dev)["cls"], y)
         run = Run(label, family, seed, alpha_kd, tau, teacher_name if alpha_kd > 0 else "-", acc,
-                  info.train_seconds, info.from_cache, _n_params(model), info.history)
+                  info.train_seconds, info.from_cache, count_params(model), info.history)
         runs.append(run)
         models[(label, family, seed)] = model
         log(f"{label:>14s} {family:>6s} seed {seed}: top-1 {acc:.1f}% "
@@ -308,9 +308,6 @@ def run_experiments(P: config.Params, d: ClassificationData | None = None, log=p
     return {"runs": runs, "targets": y, "teacher": teacher, "teacher_logits": t_logits, "models": models,
             "data": d, "seconds": time.perf_counter() - t0}
 
-
-def _n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def select(runs: list[Run], label: str, family: str | None = None, **where) -> list[Run]:

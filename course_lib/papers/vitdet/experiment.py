@@ -18,6 +18,7 @@ from torch import nn
 
 from course_lib import config
 from course_lib.config import Param
+from course_lib.models import count_params
 from course_lib.models.vit import VisionTransformer
 from course_lib.papers.vitdet.method import WindowAttention, build_backbone
 from course_lib.papers.vitdet.pretraining import MaskedAutoencoder
@@ -477,7 +478,7 @@ def complexity(module: nn.Module, image_size: int, batch: int = 1) -> dict[str, 
     paper's fvcore counts; ``torch.utils.flop_counter`` counts 2 per multiply-add, halved here)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    params = sum(p.numel() for p in module.parameters())
+    params = count_params(module)
     was = module.training
     module.eval()
     attns = [m for m in module.modules() if isinstance(m, WindowAttention)]
@@ -531,4 +532,4 @@ def _meta_complexity(module: nn.Module, size: int) -> dict[str, float]:
             m.fused = False
     with FlopCounterMode(display=False) as fc:
         module(torch.zeros(1, 3, size, size))
-    return {"params_m": sum(p.numel() for p in module.parameters()) / 1e6, "gflops": fc.get_total_flops() / 2e9}
+    return {"params_m": count_params(module) / 1e6, "gflops": fc.get_total_flops() / 2e9}
