@@ -30,6 +30,13 @@ class ClassificationData:
     class_names: list[str]
     key: dict = field(default_factory=dict)  # what identifies the data, for the model cache
 
+    def cache_key(self) -> dict:
+        """What identifies the data in a model's cache key: ``key`` (the world's configuration
+        key or the dataset's name) and the training transform as printed (every augmentation and
+        its settings), so a change of either trains anew."""
+        return {**self.key, "num_classes": self.num_classes,
+                "train_transform": repr(getattr(self.train, "transform", None))}
+
 
 def train_transform(image_size: int, strong: bool):
     """Light augmentation for a short budget (crop + flip); the DeiT recipe adds RandAugment

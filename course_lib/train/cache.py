@@ -4,8 +4,10 @@ saves, checked loads (``DamagedFileError``) and ``load_cached_artifact``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import time
@@ -20,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from course_lib import __version__, paths
+from course_lib.train.config import RESUME_IGNORES, TrainConfig
 from course_lib.train.distributed import _barrier, is_main_process
 from course_lib.train.history import History
 
@@ -130,10 +133,57 @@ class CacheInfo:
     meta: dict = field(default_factory=dict, repr=False)
 
 
-def config_key(name: str, config: dict) -> str:
-    """A short hash of ``name``, ``config`` (json, sorted keys) and the course_lib version."""
-    blob = json.dumps({"name": name, "config": config, "course_lib": __version__},
-                      sort_keys=True, default=str)
+def key_value(x: Any) -> Any:
+    """``x`` as the plain, complete value a cache key hashes.
+
+    A dataclass gives every field (a :class:`TrainConfig` every field that changes what a run
+    computes: not ``RESUME_IGNORES``) under its type name, so a recipe, model or data
+    configuration object enters a key whole and a field added later counts without anyone
+    listing it. Dicts, lists and tuples recurse; paths, dtypes, inf and NaN become strings; any
+    other object its ``repr`` (torchvision transforms, losses).
+    """
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        skip = RESUME_IGNORES if isinstance(x, TrainConfig) else ()
+        return {"__type__": type(x).__name__,
+                **{f.name: key_value(getattr(x, f.name)) for f in dataclasses.fields(x)
+                   if f.name not in skip}}
+    if isinstance(x, dict):
+        return {str(k): key_value(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [key_value(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    text = repr(x)
+    if " at 0x" in text:  # a default repr names a memory address: a new key in every run
+        raise TypeError(f"cannot put {type(x).__name__} in a cache key: its repr ({text}) is not "
+                        f"its configuration; pass a dataclass, a dict or a value")
+    return text
+
+
+def architecture_digest(model: nn.Module) -> str:
+    """A hash of a model's architecture: its module tree as printed (layer types, sizes, dropout
+    and drop-path rates) and the name, shape and dtype of every parameter and buffer."""
+    h = hashlib.sha1(str(model).encode())
+    for k, v in model.state_dict().items():
+        h.update(f"{k}|{tuple(v.shape)}|{v.dtype}".encode())
+    return h.hexdigest()[:16]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of a model's weights (names, shapes, bytes): the identity of a trained teacher in
+    the key of the students that learn from it."""
+    return _state_digest(model.state_dict())
+
+
+def config_key(name: str, config: Any, architecture: str | None = None) -> str:
+    """A short hash of ``name``, the complete ``config`` (:func:`key_value`), the model's
+    ``architecture`` (:func:`architecture_digest`) and the course_lib version."""
+    blob = json.dumps({"name": name, "config": key_value(config), "architecture": architecture,
+                       "course_lib": __version__}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -169,7 +219,11 @@ def cached_model(
 ) -> tuple[nn.Module, CacheInfo]:
     """Train a model once and reuse it in later runs (e.g. a DeiT teacher).
 
-    The file is ``cache_dir/<name>-<config_key>.pt`` (default ``paths.cache_dir()``). When it
+    The file is ``cache_dir/<name>-<config_key>.pt`` (default ``paths.cache_dir()``); the key
+    hashes the whole ``config`` (pass configuration objects whole: the recipe's
+    :class:`TrainConfig`, the data's and the loss's settings, a teacher's
+    :func:`weights_digest`, a code version; see :func:`key_value`) and the built model's
+    :func:`architecture_digest`, so no knob can be left out of it. When it
     exists and ``force`` is false, ``build()`` makes the model and the saved weights are loaded:
     no training. Otherwise ``train(model)`` runs and the weights are saved (atomically) with
     metadata: its return value (a History, or plain numbers/strings/tensors), the config and
@@ -178,10 +232,10 @@ def cached_model(
     A notebook's ``retrain=True`` parameter maps to ``force``.
     ``train`` should leave the weights to keep in ``model`` (copy EMA weights in if wanted).
     """
-    key = config_key(name, config)
+    model = build()
+    key = config_key(name, config, architecture_digest(model))
     folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     path = folder / f"{name}-{key}.pt"
-    model = build()
     # read on the CPU: load_state_dict copies to the model's device (and a GPU out of memory is
     # never mistaken for a damaged file)
     blob = None if force else load_cached_artifact(path, required=("state_dict", "meta"))
@@ -199,7 +253,7 @@ def cached_model(
     meta = {
         "name": name,
         "key": key,
-        "config": _plain(json.loads(json.dumps(config, default=str))),
+        "config": _plain(key_value(config)),
         "course_lib_version": __version__,
         "train_seconds": seconds,
         "created": time.time(),

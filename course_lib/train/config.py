@@ -17,6 +17,14 @@ from timm.scheduler import CosineLRScheduler
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 
 SCHEDULES = ("cosine", "onecycle", "constant")
+
+# TrainConfig fields that do not change what a run computes, so a resumed run may differ from the
+# saved one in them and a cache key leaves them out: display (progress, live_plot), evaluation
+# frequency (eval_every), where and whether to checkpoint (checkpoint_dir, resume) and speed
+# switches (compile, channels_last). Every other field counts, epochs and max_steps too: they
+# set the length of the lr schedule.
+RESUME_IGNORES = frozenset({"progress", "live_plot", "eval_every", "checkpoint_dir", "resume",
+                            "compile", "channels_last"})
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 

@@ -26,7 +26,7 @@ from course_lib.data import dist_info
 from course_lib.metrics import topk_accuracy
 from course_lib.train import progress
 from course_lib.train.cache import DamagedFileError, _atomic_save, _load_checked
-from course_lib.train.config import (TrainConfig, _advance_scheduler, _as_float, _autocast,
+from course_lib.train.config import (RESUME_IGNORES, TrainConfig, _advance_scheduler, _as_float, _autocast,
                                      _make_mixup, _make_optimizer, _split_loss, amp_settings,
                                      default_criterion, make_scheduler)
 from course_lib.train.distributed import (_all_reduce_sum, _barrier, is_main_process,
@@ -198,12 +198,6 @@ def _as_tuples(x):
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step",
                     "history", "rng")
 
-# TrainConfig fields that do not change what a run computes, so a resumed run may differ from the
-# saved one in them: display (progress, live_plot), evaluation frequency (eval_every), where and
-# whether to checkpoint (checkpoint_dir, resume) and speed switches (compile, channels_last).
-# Every other field counts, epochs and max_steps too: they set the length of the lr schedule.
-RESUME_IGNORES = frozenset({"progress", "live_plot", "eval_every", "checkpoint_dir", "resume",
-                            "compile", "channels_last"})
 
 
 def _config_dict(cfg: TrainConfig) -> dict:

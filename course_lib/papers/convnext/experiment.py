@@ -3,7 +3,6 @@ with one recipe (cached), the results table and the "paper vs. ours" record.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -217,10 +216,6 @@ def train_config(P: config.Params, num_classes: int, seed: int) -> train.TrainCo
         num_classes=num_classes, seed=seed, progress=True, max_steps=P.max_steps or None)
 
 
-def _base_key(P: config.Params, d: LadderData) -> dict:
-    keys = ("dataset", "image_size", "num_classes", "batch_size", "epochs", "lr", "drop_path",
-            "strong_aug", "max_steps", "init")
-    return {**{k: P[k] for k in keys}, **d.key, "code": CODE_VERSION}
 
 
 def train_step(P: config.Params, d: LadderData, step: int | str, seed: int):
@@ -230,7 +225,10 @@ def train_step(P: config.Params, d: LadderData, step: int | str, seed: int):
     cfg = run_config(P, key)
     dev = P.torch_device
     tcfg = train_config(P, d.num_classes, seed)
-    cache_key = {**_base_key(P, d), "step": key, "ladder": dataclasses.asdict(cfg), "seed": seed}
+    # the whole step, recipe and data (train.cached_model adds the model's architecture)
+    cache_key = {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
+                 "model": {"step": key, "ladder": cfg, "drop_path_rate": P.drop_path, "init": P.init},
+                 "recipe": tcfg, "code": CODE_VERSION}
 
     def build() -> nn.Module:
         config.seed_everything(seed)

@@ -233,10 +233,22 @@ def train_run(P: config.Params, d: CPData, spec: RunSpec, seed: int | None = Non
     seed = P.seed if seed is None else seed
     train = d.train.subset(spec.fraction, seed=P.seed) if spec.fraction < 1 else d.train
     jitter, cp = augmentation(P, spec)
-    cfg_key = {"code": CODE_VERSION, "data": d.key, "spec": spec.__dict__, "seed": seed,
-               "steps": P.steps, "batch": P.batch_size, "lr": P.lr, "heads": P.heads,
-               "size": P.image_size, "ranges": [list(P.ssj_range), list(P.lsj_range)],
-               "cp": None if cp is None else [P.paste_fraction, P.sigma, P.pairing]}
+    ds = copy.copy(train)  # the run's own view (its transform), sharing the data
+    ds.transform = jitter
+    bs = min(P.batch_size, len(ds))
+    loader = det.make_loader(ds, bs, shuffle=True, seed=seed, batch_transform=cp,
+                             drop_last=len(ds) >= 2 * bs)
+    epochs = max(1, math.ceil(P.steps / max(1, len(loader))))
+    cfg = det.DetTrainConfig(epochs=epochs, lr=P.lr, warmup_iters=max(1, P.steps // 10),
+                             max_steps=P.steps, batch_size=bs, seed=seed)
+    # the data, the augmentation as printed (every setting), the loader, the model's settings,
+    # the whole recipe (cached_detector adds the architecture and the pipeline's version)
+    cfg_key = {"data": {**d.key, "fraction": spec.fraction, "n": len(train)},
+               "augmentation": {"jitter": repr(jitter), "copy_paste": repr(cp)},
+               "loader": {"batch_size": bs, "seed": seed, "drop_last": len(ds) >= 2 * bs},
+               "model": {"heads": P.heads, "image_size": P.image_size, "detections": P.detections,
+                         "seed": seed},
+               "recipe": cfg, "code": CODE_VERSION}
 
     def build():
         torch.manual_seed(seed)
@@ -245,14 +257,6 @@ def train_run(P: config.Params, d: CPData, spec: RunSpec, seed: int | None = Non
                                   box_detections_per_img=P.detections)
 
     def fit(model):
-        ds = copy.copy(train)  # the run's own view (its transform), sharing the data
-        ds.transform = jitter
-        bs = min(P.batch_size, len(ds))
-        loader = det.make_loader(ds, bs, shuffle=True, seed=seed, batch_transform=cp,
-                                 drop_last=len(ds) >= 2 * bs)
-        epochs = max(1, math.ceil(P.steps / max(1, len(loader))))
-        cfg = det.DetTrainConfig(epochs=epochs, lr=P.lr, warmup_iters=max(1, P.steps // 10),
-                                 max_steps=P.steps, batch_size=bs, seed=seed)
         hist = det.train_detector(model, loader, cfg, device=P.torch_device,
                                   desc=f"{spec.name}, seed {seed}")
         if cp is not None and hist.epochs:  # kept with the cached model

@@ -242,6 +242,7 @@ class SimpleCopyPaste:
             raise ValueError(f"fraction={fraction}: allowed [0, 1] or None")
         self.mode, self.fraction, self.blend, self.sigma = mode, fraction, bool(blend), float(sigma)
         self.p, self.pairing, self.min_area = float(p), pairing, int(min_area)
+        self.seed = None if generator is not None else (0 if seed is None else int(seed))
         if generator is None:
             generator = torch.Generator()
             generator.manual_seed(0 if seed is None else int(seed))
@@ -253,7 +254,8 @@ class SimpleCopyPaste:
 
     def __repr__(self) -> str:
         return (f"SimpleCopyPaste(mode={self.mode!r}, fraction={self.fraction}, blend={self.blend}, "
-                f"sigma={self.sigma:g}, p={self.p:g}, pairing={self.pairing!r})")
+                f"sigma={self.sigma:g}, p={self.p:g}, pairing={self.pairing!r}, "
+                f"min_area={self.min_area}, seed={self.seed})")
 
     def sources(self, batch_size: int) -> list[int]:
         """Index of the source image of each main image (``-1``: none, a batch of one)."""

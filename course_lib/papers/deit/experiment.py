@@ -149,16 +149,17 @@ def _loaders(P, d: ClassificationData, seed: int):
     return tl, vl
 
 
-def _base_key(P, d: ClassificationData) -> dict:
-    keys = ("dataset", "image_size", "num_classes", "batch_size", "strong_aug", "max_steps")
-    return {**{k: P[k] for k in keys}, **d.key}
+def _key(P, d: ClassificationData, cfg: train.TrainConfig, seed: int, **loss) -> dict:
+    """A cached model's key: the data, the loader, the whole recipe, the loss and the code
+    version (``train.cached_model`` adds the model's architecture)."""
+    return {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
+            "recipe": cfg, "loss": loss, "code": CODE_VERSION}
 
 
 def train_teacher(P: config.Params, d: ClassificationData):
     """The convnet teacher, trained once and cached (``retrain=True`` forces training)."""
     cfg = _train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
-    key = {**_base_key(P, d), "arch": P.teacher_arch, "epochs": P.teacher_epochs, "lr": P.teacher_lr,
-           "code": CODE_VERSION}
+    key = _key(P, d, cfg, 0, kind="cross_entropy", label_smoothing=cfg.label_smoothing)
 
     def fit_teacher(model):
         tl, vl = _loaders(P, d, 0)
@@ -178,16 +179,13 @@ def train_student(P: config.Params, d: ClassificationData, kind: str, teacher: n
     # soft-distillation student fell to chance after its first epoch)
     cfg = _train_cfg(P, P.student_epochs, P.lr, d.num_classes, seed=seed, grad_clip=1.0)
     alpha = P.soft_alpha if kind == "soft" else P.alpha
-    key = {**_base_key(P, d), "student": P.student, "kind": kind, "distilled": distilled,
-           "seed": seed, "epochs": P.student_epochs, "lr": P.lr, "code": CODE_VERSION}
-    if kind != "none":  # what the teacher is, and how it is used, only matters to distilled students
-        key.update(teacher=teacher_name, alpha=alpha, teacher_arch=P.teacher_arch,
-                   teacher_epochs=P.teacher_epochs, teacher_lr=P.teacher_lr)
-        if teacher_name == "vit":
-            key["vit_teacher_seed"] = P.seed
-    if kind == "soft":
-        key["tau"] = P.tau
     base = SoftTargetCrossEntropy() if P.strong_aug else nn.CrossEntropyLoss(label_smoothing=0.1)
+    loss = {"kind": kind, "base": repr(base), "label_smoothing": 0.1 if not P.strong_aug else None}
+    if kind != "none":  # the teacher (its very weights) and how it is used matter to distilled students
+        loss.update(alpha=alpha, teacher=train.weights_digest(teacher))
+    if kind == "soft":
+        loss["tau"] = P.tau
+    key = _key(P, d, cfg, seed, **loss)
     criterion = DistillationLoss(base, teacher if kind != "none" else None, kind, alpha, P.tau)
 
     def fit_student(model):

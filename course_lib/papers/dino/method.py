@@ -155,8 +155,6 @@ def train_supervised(d: DINOData, cfg: DINOConfig, epochs: int, seed: int = 0, d
 
     device = torch.device(device) if device is not None else config.pick_device("auto")
     arch = {**cfg.arch(), "num_classes": d.num_classes}
-    key = {**d.key, "arch": arch, "epochs": epochs, "lr": lr, "bs": batch_size, "seed": seed,
-           "max_steps": max_steps, "mean": cfg.mean, "code": CODE_VERSION}
     S = cfg.image_size
     train_tf = v2.Compose([v2.RandomResizedCrop(S, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip(),
                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
@@ -166,12 +164,17 @@ def train_supervised(d: DINOData, cfg: DINOConfig, epochs: int, seed: int = 0, d
         config.seed_everything(seed)
         return VisionTransformer(**arch).to(device)
 
+    tcfg = train.TrainConfig(epochs=epochs, lr=lr, weight_decay=0.05, warmup_epochs=min(1.0, 0.2 * epochs),
+                             min_lr=1e-5, label_smoothing=0.1, grad_clip=1.0, seed=seed, progress=False,
+                             max_steps=max_steps)
+    # the data and its augmentation, the loader, the model, the whole recipe
+    key = {"data": {**d.key, "train_transform": repr(train_tf), "test_transform": repr(test_tf)},
+           "loader": {"batch_size": batch_size, "seed": seed}, "model": {**arch, "seed": seed},
+           "recipe": tcfg, "code": CODE_VERSION}
+
     def fit(model):
         tr = _TensorImages(d.train_images, d.train_labels, train_tf)
         te = _TensorImages(d.test_images, d.test_labels, test_tf)
-        tcfg = train.TrainConfig(epochs=epochs, lr=lr, weight_decay=0.05, warmup_epochs=min(1.0, 0.2 * epochs),
-                                 min_lr=1e-5, label_smoothing=0.1, grad_clip=1.0, seed=seed, progress=False,
-                                 max_steps=max_steps)
         return train.fit(model, data_mod.make_loader(tr, batch_size, train=True, seed=seed, device=device,
                                                      num_workers=0),
                          tcfg, eval_loader=data_mod.make_loader(te, 512, train=False, device=device, num_workers=0),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,6 +36,7 @@ PAPER_URL = "https://arxiv.org/abs/2204.00484"
 # A comparison of single runs has no noise estimate: it must win by this many AP points to count
 # as reproduced (about the seed-to-seed spread of box AP in our calibration).
 SINGLE_SEED_MARGIN = 1.0
+CODE_VERSION = 1  # part of the cache keys of the trained bodies and detectors
 
 # The paper's numbers, from the study group's notes (seed 003). COCO mAP (box) unless said.
 # Table 1: four detectors, each from scratch, from ImageNet (fine-tuned / frozen) and from JFT-300M
@@ -315,10 +316,11 @@ def pretrain_body(P: config.Params, log: Callable[[str], Any] = print):
                                              generator=torch.Generator().manual_seed(P.seed))
         return train.fit(model, loader, cfg, device=P.torch_device)
 
-    # display settings (progress, live plot) do not change the weights: the key keeps the values
-    # it was first written with, so cached bodies stay valid
-    shown = replace(cfg, progress=False, live_plot=0)
-    key = {"world": repr(up), "widths": list(P.widths), "blocks": P.blocks, "cfg": repr(shown), "seed": P.seed}
+    # the whole world, loader, model and recipe (display settings leave the key alone;
+    # train.cached_model adds the architecture)
+    key = {"data": up, "loader": {"batch_size": 64, "seed": P.seed},
+           "model": {"widths": list(P.widths), "blocks": P.blocks, "norm": "bn", "seed": P.seed},
+           "recipe": cfg, "code": CODE_VERSION}
     clf, info = train.cached_model("frozen_backbones_body", key, build, fit, force=P.retrain)
     res = train.evaluate(clf, torch.utils.data.DataLoader(va, batch_size=256), device=P.torch_device)
     top1 = float(res["top1"])
@@ -382,10 +384,12 @@ def run_experiments(P: config.Params, data: DetData | None = None, log: Callable
                 loader = det.make_loader(data.train, P.batch_size, shuffle=True, seed=seed)
                 return det.train_detector(model, loader, cfg, device=dev, desc=name)
 
-            key = {"body": up_info["key"],
-                   "strategy": strategy, "capacity": cap, "seed": seed, "masks": P.masks,
-                   "data": (P.dataset, len(data.train), P.image_size), "cfg": repr(cfg),
-                   "reduction": P.adapter_reduction}
+            key = {"data": {"dataset": P.dataset, "n": len(data.train), "image_size": P.image_size},
+                   "loader": {"batch_size": P.batch_size, "seed": seed},
+                   "model": {"body": up_info["key"], "strategy": strategy, "capacity": cap,
+                             "masks": P.masks, "adapter_reduction": P.adapter_reduction,
+                             "seed": seed},
+                   "recipe": cfg, "code": CODE_VERSION}
             model, hist, info = det.cached_detector(f"frozen_{strategy}_{cap}", key, build, fit,
                                                     force=P.retrain)
             model.to("cpu")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -208,13 +208,22 @@ def variants(P: config.Params) -> dict[str, Variant]:
     return out
 
 
-def build_student(P: config.Params, v: Variant, num_classes: int) -> VisionTransformer:
-    """The original ViT (``share="none"`` without transforms) or a :class:`MiniViT`."""
+def student_spec(P: config.Params, v: Variant, num_classes: int) -> dict:
+    """What :func:`build_student` builds: ``kind`` (``vit``: the original, ``minivit``) and the
+    constructor's arguments (also the model part of the student's cache key)."""
     cfg = _arch(P, P.student, num_classes)
     if v.share == "none" and not v.transform:
-        return VisionTransformer(**cfg)
-    return MiniViT(v.share, attn_transform=v.transform, mlp_transform=v.transform,
-                   transform_init=P.transform_init, mlp_kernel=P.dwconv_kernel, **cfg)
+        return {"kind": "vit", **cfg}
+    return {"kind": "minivit", "share_every": v.share, "attn_transform": v.transform,
+            "mlp_transform": v.transform, "transform_init": P.transform_init,
+            "mlp_kernel": P.dwconv_kernel, **cfg}
+
+
+def build_student(P: config.Params, v: Variant, num_classes: int) -> VisionTransformer:
+    """The original ViT (``share="none"`` without transforms) or a :class:`MiniViT`."""
+    spec = student_spec(P, v, num_classes)
+    kind = spec.pop("kind")
+    return VisionTransformer(**spec) if kind == "vit" else MiniViT(**spec)
 
 
 class ConvStem(nn.Module):
@@ -272,14 +281,12 @@ def _loaders(P: config.Params, d: ClassificationData, seed: int):
             data.make_loader(d.val, 512, train=False, device=dev))
 
 
-def _base_key(P: config.Params, d: ClassificationData) -> dict:
-    keys = ("dataset", "image_size", "num_classes", "batch_size", "max_steps")
-    return {**{k: P[k] for k in keys}, **d.key, "code": CODE_VERSION}
-
-
-def _teacher_key(P: config.Params, d: ClassificationData) -> dict:
-    return {**_base_key(P, d), "teacher": P.teacher, "stem": P.teacher_stem, "epochs": P.teacher_epochs,
-            "lr": P.teacher_lr}
+def _key(P: config.Params, d: ClassificationData, cfg: train.TrainConfig, seed: int, model: dict,
+         **loss) -> dict:
+    """A cached model's key: the data, the loader, the model's constructor arguments, the whole
+    recipe, the loss and the code version (``train.cached_model`` adds the architecture)."""
+    return {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
+            "model": model, "recipe": cfg, "loss": loss, "code": CODE_VERSION}
 
 
 def train_teacher(P: config.Params, d: ClassificationData):
@@ -295,20 +302,21 @@ def train_teacher(P: config.Params, d: ClassificationData):
         config.seed_everything(0)
         return build_teacher(P, d.num_classes).to(P.torch_device)
 
-    return train.cached_model(f"minivit-teacher-{P.teacher}", _teacher_key(P, d), build, fit_teacher,
+    key = _key(P, d, cfg, 0, {"teacher": P.teacher, "stem": P.teacher_stem},
+               kind="cross_entropy", label_smoothing=0.1)
+    return train.cached_model(f"minivit-teacher-{P.teacher}", key, build, fit_teacher,
                               force=P.retrain)
 
 
 def train_student(P: config.Params, d: ClassificationData, v: Variant, teacher: nn.Module | None, seed: int):
     """One student, cached by its whole configuration (architecture, recipe, losses, teacher)."""
     cfg = _train_cfg(P, P.student_epochs, P.lr, d.num_classes, seed=seed)
-    key = {**_base_key(P, d), "student": P.student, "variant": asdict(v),
-           "seed": seed, "epochs": P.student_epochs, "lr": P.lr}
-    if v.transform:
-        key.update(transform_init=P.transform_init, dwconv_kernel=P.dwconv_kernel)
-    if v.distilled:
-        key.update(teacher=_teacher_key(P, d), tau=P.tau, relation_heads=P.relation_heads,
-                   distill_layers=P.distill_layers, hidden_relation=P.hidden_relation)
+    loss = {"base": "cross_entropy", "label_smoothing": 0.1}
+    if v.distilled:  # eqs. 8-12 with the variant's weights; the teacher by its very weights
+        loss.update(variant=v, teacher=train.weights_digest(teacher), tau=P.tau,
+                    relation_heads=P.relation_heads, layers=P.distill_layers,
+                    hidden_relation=P.hidden_relation)
+    key = _key(P, d, cfg, seed, student_spec(P, v, d.num_classes), **loss)
 
     def fit_student(model):
         config.seed_everything(seed)

@@ -191,10 +191,11 @@ def _loaders(P, d: ClassificationData, seed: int):
             data.make_loader(d.val, 512, train=False, device=dev))
 
 
-def _base_key(P, d: ClassificationData) -> dict:
-    keys = ("dataset", "image_size", "num_classes", "batch_size", "max_steps", "lr", "weight_decay",
-            "mixup", "cutmix")
-    return {**{k: P[k] for k in keys}, **d.key, "code": CODE_VERSION}
+def _key(P, d: ClassificationData, cfg: train.TrainConfig, seed: int, **loss) -> dict:
+    """A cached model's key: the data, the loader, the whole recipe, the loss and the code
+    version (``train.cached_model`` adds the model's architecture)."""
+    return {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
+            "recipe": cfg, "loss": loss, "code": CODE_VERSION}
 
 
 def train_teacher(P: config.Params, d: ClassificationData):
@@ -208,7 +209,7 @@ def train_teacher(P: config.Params, d: ClassificationData):
         tl, vl = _loaders(P, d, 0)
         return train.fit(model, tl, cfg, eval_loader=vl, device=P.torch_device)
 
-    key = {**_base_key(P, d), "arch": P.teacher_arch, "epochs": P.teacher_epochs}
+    key = _key(P, d, cfg, 0, kind="cross_entropy")
     return train.cached_model(f"usi-teacher-{P.teacher_arch}", key,
                               lambda: build_teacher(P.teacher_arch, d.num_classes).to(P.torch_device),
                               fit_teacher, force=P.retrain)
@@ -218,15 +219,14 @@ def train_student(P: config.Params, d: ClassificationData, family: str, teacher:
                   alpha_kd: float, tau: float = 1.0, teacher_name: str = "cnn"):
     """One student of ``family`` with the USI recipe; ``alpha_kd = 0`` is the no-KD baseline.
     Cached by its whole configuration."""
-    key = {**_base_key(P, d), "family": family, "seed": seed, "epochs": P.epochs,
-           "alpha_kd": "inf" if math.isinf(alpha_kd) else alpha_kd}
-    if alpha_kd > 0:
-        key.update(tau=tau, teacher=teacher_name, teacher_arch=P.teacher_arch,
-                   teacher_epochs=P.teacher_epochs)
-    if math.isinf(alpha_kd):  # KD only: the official code still scales the KL by the default α_kd
-        key.update(kd_only_weight=P.alpha_kd)
     criterion = USILoss(teacher if alpha_kd > 0 else None, alpha_kd, tau, kd_only_weight=P.alpha_kd)
     cfg = recipe(P, d.num_classes, seed)
+    loss = {"alpha_kd": alpha_kd}
+    if alpha_kd > 0:  # the teacher (its very weights) and how it is used
+        loss.update(tau=tau, teacher=train.weights_digest(teacher))
+    if math.isinf(alpha_kd):  # KD only: the official code still scales the KL by the default α_kd
+        loss.update(kd_only_weight=P.alpha_kd)
+    key = _key(P, d, cfg, seed, **loss)
 
     def fit_student(model):
         config.seed_everything(seed)

@@ -121,12 +121,18 @@ def vit_kwargs(P: config.Params) -> dict[str, Any]:
                 mlp_ratio=P.mlp_ratio)
 
 
+def variant_spec(P: config.Params, v: Variant) -> dict[str, Any]:
+    """The arguments of ``build_backbone`` for one row (also the model part of its cache key)."""
+    return dict(pyramid=v.pyramid, out_channels=P.out_channels, img_size=P.image_size,
+                pretrain_img_size=P.pretrain_size, window=P.window, propagation=v.propagation,
+                num_propagation=P.num_propagation if v.num_propagation is None else v.num_propagation,
+                rel_pos=P.rel_pos, **vit_kwargs(P))
+
+
 def build_variant(P: config.Params, v: Variant) -> nn.Module:
     """The backbone + pyramid of one row (random weights; the pretrained ViT is loaded later)."""
-    return build_backbone(v.pyramid, P.out_channels, img_size=P.image_size, pretrain_img_size=P.pretrain_size,
-                          window=P.window, propagation=v.propagation,
-                          num_propagation=P.num_propagation if v.num_propagation is None else v.num_propagation,
-                          rel_pos=P.rel_pos, **vit_kwargs(P))
+    spec = variant_spec(P, v)
+    return build_backbone(spec.pop("pyramid"), spec.pop("out_channels"), **spec)
 
 
 def anchor_sizes(module: nn.Module) -> tuple[tuple[int, ...], ...]:
@@ -197,21 +203,23 @@ def pretrain_vit(P: config.Params, num_classes: int) -> VisionTransformer:
     return VisionTransformer(img_size=P.pretrain_size, num_classes=num_classes, **vit_kwargs(P))
 
 
-def _pre_key(P: config.Params, d: Data, kind: str) -> dict:
-    keys = ("pretrain_dataset", "pretrain_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
-            "pretrain_images", "pretrain_lr", "seed")
-    key = {k: P[k] for k in keys}
-    key.update(kind=kind, v=CODE_VERSION, n=len(d.pretrain))
-    if kind == "mae":
-        key.update(epochs=P.mae_epochs, mask_ratio=P.mask_ratio)
-    else:
-        key.update(epochs=P.sup_epochs)
-    return key
+def _pre_batch_size(P: config.Params) -> int:
+    return 128 if P.profile != "paper" else 256
+
+
+def _pre_key(P: config.Params, d: Data, kind: str, cfg, **model) -> dict:
+    """A pretrained ViT's cache key: the data, the loader, the model, the whole recipe and the
+    code version (``train.cached_model`` adds the architecture)."""
+    return {"data": {"dataset": P.pretrain_dataset, "images": P.pretrain_images, "n": len(d.pretrain),
+                     "transform": repr(getattr(d.pretrain, "transform", None))},
+            "loader": {"batch_size": _pre_batch_size(P), "seed": P.seed},
+            "model": {"kind": kind, "img_size": P.pretrain_size, **vit_kwargs(P), **model},
+            "recipe": cfg, "code": CODE_VERSION}
 
 
 def _pre_loader(P: config.Params, d: Data, seed: int):
     from course_lib import data as cdata
-    return cdata.make_loader(d.pretrain, batch_size=128 if P.profile != "paper" else 256, train=True,
+    return cdata.make_loader(d.pretrain, batch_size=_pre_batch_size(P), train=True,
                              seed=seed, num_workers=0 if P.pretrain_dataset == "world" else None,
                              drop_last=True, device=P.torch_device)
 
@@ -224,13 +232,15 @@ def train_mae(P: config.Params, d: Data):
         torch.manual_seed(P.seed)
         return MaskedAutoencoder(pretrain_vit(P, 0), mask_ratio=P.mask_ratio)
 
+    cfg = train.TrainConfig(epochs=P.mae_epochs, lr=P.pretrain_lr, weight_decay=0.05, warmup_epochs=1,
+                            seed=P.seed, amp="auto")
+
     def fit(mae):
-        cfg = train.TrainConfig(epochs=P.mae_epochs, lr=P.pretrain_lr, weight_decay=0.05, warmup_epochs=1,
-                                seed=P.seed, amp="auto")
         return train.fit(mae, _pre_loader(P, d, P.seed), cfg, criterion=lambda x, out, y: out[0],
                          device=P.torch_device)
 
-    mae, info = train.cached_model("vitdet_mae", _pre_key(P, d, "mae"), build, fit, force=P.retrain)
+    key = _pre_key(P, d, "mae", cfg, mask_ratio=P.mask_ratio)
+    mae, info = train.cached_model("vitdet_mae", key, build, fit, force=P.retrain)
     return mae.encoder, mae, info
 
 
@@ -242,12 +252,14 @@ def train_supervised(P: config.Params, d: Data):
         torch.manual_seed(P.seed)
         return pretrain_vit(P, d.pretrain_classes)
 
+    cfg = train.TrainConfig(epochs=P.sup_epochs, lr=P.pretrain_lr, weight_decay=0.05, warmup_epochs=1,
+                            label_smoothing=0.1, seed=P.seed, amp="auto")
+
     def fit(vit):
-        cfg = train.TrainConfig(epochs=P.sup_epochs, lr=P.pretrain_lr, weight_decay=0.05, warmup_epochs=1,
-                                label_smoothing=0.1, seed=P.seed, amp="auto")
         return train.fit(vit, _pre_loader(P, d, P.seed), cfg, device=P.torch_device)
 
-    return train.cached_model("vitdet_supervised", _pre_key(P, d, "supervised"), build, fit, force=P.retrain)
+    key = _pre_key(P, d, "supervised", cfg, num_classes=d.pretrain_classes)
+    return train.cached_model("vitdet_supervised", key, build, fit, force=P.retrain)
 
 
 # ---- detection -------------------------------------------------------------------------------
@@ -276,14 +288,15 @@ def build_detector(P: config.Params, v: Variant, num_classes: int, pretrained: V
                               anchor_sizes=anchor_sizes(bb), image_mean=list(WORLD_MEAN), image_std=list(WORLD_STD))
 
 
-def _det_key(P: config.Params, v: Variant, pre_info) -> dict:
-    keys = ("dataset", "image_size", "pretrain_size", "patch_size", "embed_dim", "depth", "num_heads",
-            "mlp_ratio", "window", "num_propagation", "rel_pos", "out_channels", "train_images",
-            "det_epochs", "batch_size", "lr", "masks", "max_steps", "seed")
-    key = {k: P[k] for k in keys}
-    key.update(variant=dataclasses.asdict(v), pretrained=None if pre_info is None else pre_info.key,
-               v=CODE_VERSION)
-    return key
+def _det_key(P: config.Params, d: Data, v: Variant, pre_info, cfg) -> dict:
+    """A detector's cache key: the data, the loader, the backbone's arguments, the pretrained
+    weights (their own key), the whole recipe and the code version (``cached_detector`` adds
+    the architecture and the detection pipeline's version)."""
+    return {"data": {"dataset": P.dataset, "train_images": P.train_images, "n": len(d.train)},
+            "loader": {"batch_size": P.batch_size, "seed": P.seed},
+            "model": {"variant": v, "backbone": variant_spec(P, v), "masks": P.masks},
+            "pretrained": None if pre_info is None else pre_info.key,
+            "recipe": cfg, "code": CODE_VERSION}
 
 
 def train_detector(P: config.Params, d: Data, v: Variant, pretrained, pre_info):
@@ -293,17 +306,18 @@ def train_detector(P: config.Params, d: Data, v: Variant, pretrained, pre_info):
         torch.manual_seed(P.seed)
         return build_detector(P, v, d.num_classes, pretrained)
 
+    steps = math.ceil(len(d.train) / P.batch_size) * P.det_epochs
+    cfg = det.DetTrainConfig(epochs=P.det_epochs, lr=P.lr, weight_decay=0.1, optimizer="adamw",
+                             warmup_iters=min(50, max(steps // 10, 1)), batch_size=P.batch_size,
+                             **({"max_steps": P.max_steps} if P.max_steps else {}))
+
     def fit(model):
-        steps = math.ceil(len(d.train) / P.batch_size) * P.det_epochs
-        cfg = det.DetTrainConfig(epochs=P.det_epochs, lr=P.lr, weight_decay=0.1, optimizer="adamw",
-                                 warmup_iters=min(50, max(steps // 10, 1)), batch_size=P.batch_size,
-                                 **({"max_steps": P.max_steps} if P.max_steps else {}))
         loader = det.make_loader(d.train, P.batch_size, shuffle=True, seed=P.seed)
         name = f"{v.pyramid}, {v.propagation} propagation, {v.pretrain} pretraining"
         return det.train_detector(model, loader, cfg, device=P.torch_device, desc=name)
 
     model, hist, info = det.cached_detector("vitdet_" + "_".join(map(str, dataclasses.astuple(v))),
-                                            _det_key(P, v, pre_info), build, fit, force=P.retrain)
+                                            _det_key(P, d, v, pre_info, cfg), build, fit, force=P.retrain)
     return model, hist, info
 
 
