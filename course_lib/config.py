@@ -153,6 +153,21 @@ def specs_for(notebook: str) -> dict[str, Param]:
     return {**COMMON, **module.PARAMS}
 
 
+def for_profile(profile: str, cls: Callable[..., Any], changes: Mapping[str, Mapping[str, Any]],
+                base: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
+    """A configuration object for ``profile``, built one way everywhere (worlds, DINO's and
+    ALBEF's recipes): ``cls(**base, **changes[profile], **overrides)`` (later ones win; a profile
+    missing from ``changes`` uses ``base``). An unknown profile is a :class:`ParameterError`
+    naming the allowed ones. Notebook parameters read their per-profile defaults off such a
+    factory with :func:`per_profile`."""
+    if profile not in PROFILES:
+        raise ParameterError(f"profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    kw = dict(base or {})
+    kw.update(changes.get(profile, {}))
+    kw.update(overrides)
+    return cls(**kw)
+
+
 def per_profile(recipe: Callable[[str], Any], field: str) -> dict[str, Any]:
     """A parameter's per-profile default read off a recipe factory (``recipe(profile)`` returns
     a config object): ``{profile: getattr(recipe(profile), field)}``, so a notebook's parameter

@@ -157,14 +157,9 @@ def for_profile(profile: str, study: Mapping[str, Any], changes: Mapping[str, Ma
     """A notebook's world for a profile: the ``study`` world's fields, updated with
     ``changes[profile]`` (e.g. fewer images in ``smoke``), then with ``overrides``. An unknown
     profile is a ``ParameterError`` (a ``ValueError``) that names the allowed ones."""
-    from .config import PROFILES, ParameterError
+    from .config import for_profile as _for_profile
 
-    if profile not in PROFILES:
-        raise ParameterError(f"profile {profile!r}; allowed: {', '.join(PROFILES)}")
-    kw = dict(study)
-    kw.update((changes or {}).get(profile, {}))
-    kw.update(overrides)
-    return WorldConfig(**kw)
+    return _for_profile(profile, WorldConfig, changes or {}, base=study, **overrides)
 
 
 def frequency_tiers(counts: Sequence[int]) -> list[str]:

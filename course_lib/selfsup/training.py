@@ -235,24 +235,23 @@ def world_config(profile: str = "study", **overrides):
 def dino_config(profile: str = "study", **overrides) -> DINOConfig:
     """DINO's recipe per profile: ``study`` (calibrated for about 4-5 minutes on 2 CPU cores),
     ``smoke`` (a few steps), ``paper`` (ViT-S/16 at 224 px, the official recipe for a GPU)."""
-    if profile == "paper":
-        base = dict(model="vit_small_patch16", image_size=224, local_crops=10, local_size=96,
-                    global_scale=(0.25, 1.0), local_scale=(0.05, 0.25), out_dim=65536, hidden_dim=2048,
-                    bottleneck=256, epochs=100, batch_size=256, lr=5e-4, warmup_epochs=10,
-                    teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=30,
-                    mean=IMAGENET_MEAN, std=IMAGENET_STD, norm_last_layer=False)
-    elif profile == "smoke":
-        base = dict(epochs=1, batch_size=32, local_crops=2, out_dim=256, hidden_dim=256, bottleneck=64,
-                    max_steps=4, warmup_epochs=0.1)
-    elif profile == "study":
-        # momentum 0.98 (not 0.996): with ~370 steps an EMA of time constant 250 steps leaves the
-        # teacher near its random init; K = 256 and 6 local crops (docs/calibration.md, 06 DINO).
-        base = dict(model="course_small", local_crops=6, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1.0,
-                    momentum_teacher=0.98, out_dim=256)
-    else:
-        raise config.ParameterError(f"profile {profile!r}; allowed: smoke, study, paper")
-    base.update(overrides)
-    return DINOConfig(**base)
+    return config.for_profile(profile, DINOConfig, DINO_PROFILES, **overrides)
+
+
+# What each profile changes in DINOConfig's defaults (config.for_profile).
+DINO_PROFILES = {
+    "paper": dict(model="vit_small_patch16", image_size=224, local_crops=10, local_size=96,
+                  global_scale=(0.25, 1.0), local_scale=(0.05, 0.25), out_dim=65536, hidden_dim=2048,
+                  bottleneck=256, epochs=100, batch_size=256, lr=5e-4, warmup_epochs=10,
+                  teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=30,
+                  mean=IMAGENET_MEAN, std=IMAGENET_STD, norm_last_layer=False),
+    "smoke": dict(epochs=1, batch_size=32, local_crops=2, out_dim=256, hidden_dim=256, bottleneck=64,
+                  max_steps=4, warmup_epochs=0.1),
+    # momentum 0.98 (not 0.996): with ~370 steps an EMA of time constant 250 steps leaves the
+    # teacher near its random init; K = 256 and 6 local crops (docs/calibration.md, 06 DINO).
+    "study": dict(model="course_small", local_crops=6, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1.0,
+                  momentum_teacher=0.98, out_dim=256),
+}
 
 
 def train_backbone(world_cfg, cfg: DINOConfig, seed: int = 0, device=None, force: bool = False,

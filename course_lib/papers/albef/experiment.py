@@ -44,20 +44,19 @@ def albef_config(profile: str = "study", **overrides) -> ALBEFConfig:
     """The recipe per profile: ``study`` (calibrated for about a minute per Table 1 run on 2 CPU
     cores), ``smoke`` (a few steps), ``paper`` (ViT-S/16 at 224 px, 6 + 6 text layers of width 384,
     official loss settings, COCO pre-training: a GPU run)."""
-    if profile == "smoke":
-        base = dict(epochs=1, finetune_epochs=1, batch_size=32, queue_size=64, max_steps=3)
-    elif profile == "study":
-        base = dict()
-    elif profile == "paper":
-        base = dict(image_size=224, patch_size=16, embed_dim=384, num_heads=6, mlp_ratio=4.0, vision_depth=12,
-                    text_layers=6, fusion_layers=6, proj_dim=256, max_len=32, vocab_size=30522,
-                    mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
-                    queue_size=65536, momentum=0.995, epochs=10, batch_size=64, lr=1e-4,
-                    finetune_epochs=5, finetune_lr=1e-5)
-    else:
-        raise config.ParameterError(f"profile {profile!r}; allowed: smoke, study, paper")
-    base.update(overrides)
-    return ALBEFConfig(**base)
+    return config.for_profile(profile, ALBEFConfig, ALBEF_PROFILES, **overrides)
+
+
+# What each profile changes in ALBEFConfig's defaults (config.for_profile); study uses them as they are.
+ALBEF_PROFILES = {
+    "smoke": dict(epochs=1, finetune_epochs=1, batch_size=32, queue_size=64, max_steps=3),
+    "study": dict(),
+    "paper": dict(image_size=224, patch_size=16, embed_dim=384, num_heads=6, mlp_ratio=4.0, vision_depth=12,
+                  text_layers=6, fusion_layers=6, proj_dim=256, max_len=32, vocab_size=30522,
+                  mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+                  queue_size=65536, momentum=0.995, epochs=10, batch_size=64, lr=1e-4,
+                  finetune_epochs=5, finetune_lr=1e-5),
+}
 
 
 # ==============================================================================================
