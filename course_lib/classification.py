@@ -17,8 +17,8 @@ from . import config, data
 from .metrics import topk_accuracy
 from .models.vit import VisionTransformer
 
-__all__ = ["ClassificationData", "train_transform", "eval_transform", "world_config", "head_logits",
-           "targets_of", "accuracy"]
+__all__ = ["ClassificationData", "load_data", "train_cached", "train_transform", "eval_transform", "world_config",
+           "head_logits", "targets_of", "accuracy"]
 
 
 @dataclass
@@ -53,6 +53,82 @@ def train_transform(image_size: int, strong: bool):
     if strong:
         ops.append(v2.RandomErasing(p=0.25))
     return v2.Compose(ops)
+
+
+def load_data(dataset: str, data_root, image_size: int, *, world=None, strong: bool = False,
+              real_strong: bool | None = None, center_crop: bool = True) -> ClassificationData:
+    """The classification notebooks' data (03 DeiT, 02 USI, 09 MiniViT, 04 ConvNeXt).
+
+    ``dataset="world"``: the offline world of ``world`` (a ``WorldConfig``), its train split
+    augmented with :func:`train_transform` (``strong``), its val and test splits as they are.
+    A real dataset (``cifar10``, ``cifar100``, ``imagenette``; ``data_scripts/fetch.py``) through
+    ``data.get_dataset``: resized to ``image_size`` (and center-cropped), augmented with
+    ``real_strong`` (default ``strong``); its val split is its test split. A dataset that is not
+    on disk raises ``FileNotFoundError`` naming the command that fetches it.
+    """
+    from torchvision.transforms import v2
+
+    if dataset == "world":
+        from .world import WorldClassification
+
+        tr = WorldClassification(world, "train", data_root, transform=train_transform(image_size, strong))
+        va = WorldClassification(world, "val", data_root)
+        te = WorldClassification(world, "test", data_root)
+        return ClassificationData(tr, va, te, world.num_classes, list(world.class_names),
+                                  key={"world": world.key("train")})
+    size = [v2.ToImage(), v2.Resize(image_size, antialias=True)]
+    if center_crop:
+        size.append(v2.CenterCrop(image_size))
+    strong = strong if real_strong is None else real_strong
+    tr = data.get_dataset(dataset, "train", data_root,
+                          transform=v2.Compose(size + [train_transform(image_size, strong)]))
+    te = data.get_dataset(dataset, "test", data_root, transform=v2.Compose(size + [eval_transform()]))
+    # torchvision's Imagenette classes are tuples of WordNet names
+    names = [c[0] if isinstance(c, (tuple, list)) else str(c) for c in tr.classes]
+    return ClassificationData(tr, te, te, len(names), names, key={"dataset": dataset})
+
+
+def train_cached(name: str, d: ClassificationData, cfg, build, *, batch_size: int, device,
+                 seed: int | None = None, loader_seed: int | None = None, criterion=None,
+                 make_criterion=None, model: dict | None = None, loss: dict | None = None, code: int | None = None,
+                 force: bool = False):
+    """Train a classifier on ``d`` with ``train.fit`` once and reuse it (``train.cached_model``):
+    the loop every classification notebook runs for its teachers, students and ladder steps.
+
+    The cache key is the data (:meth:`ClassificationData.cache_key`), the loader (batch size,
+    shuffling seed), ``model`` (the builder's arguments), the whole recipe ``cfg``, ``loss``
+    (what the criterion does, a teacher by its ``weights_digest``) and the paper's ``code``
+    version; ``train.cached_model`` adds the built model's architecture. ``seed``: seed every
+    generator before building and before training (students); ``None`` keeps the caller's random
+    state for the initialisation (the teachers, as they always were). ``loader_seed`` (default
+    ``seed`` or 0) shuffles the training batches. ``make_criterion(model)`` builds a criterion
+    that needs the model (hooks on its layers); one with a ``close`` method is closed after
+    training. Returns ``(model, train.CacheInfo)``.
+    """
+    from . import train
+
+    loader_seed = loader_seed if loader_seed is not None else (seed if seed is not None else 0)
+    key = {"data": d.cache_key(), "loader": {"batch_size": batch_size, "seed": loader_seed},
+           "model": model, "recipe": cfg, "loss": loss, "code": code}
+
+    def built():
+        if seed is not None:
+            config.seed_everything(seed)
+        return build().to(device)
+
+    def fit(net):
+        if seed is not None:
+            config.seed_everything(seed)
+        tl = data.make_loader(d.train, batch_size, train=True, seed=loader_seed, device=device)
+        vl = data.make_loader(d.val, 512, train=False, device=device)
+        crit = make_criterion(net) if make_criterion is not None else criterion
+        try:
+            return train.fit(net, tl, cfg, criterion=crit, eval_loader=vl, device=device)
+        finally:
+            if hasattr(crit, "close"):
+                crit.close()
+
+    return train.cached_model(name, key, built, fit, force=force)
 
 
 def eval_transform():

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from course_lib import config, data, train
+from course_lib import classification, config, data, train
 from course_lib.classification import ClassificationData
 from course_lib.config import Param
 
@@ -135,50 +134,15 @@ def world_config(P: config.Params):
                        seed=0)
 
 
-def _imagenette(P: config.Params, split: str, transform):
-    from torchvision import datasets
-
-    from course_lib.paths import data_root
-
-    root = data_root(P.data_root)
-    if not (root / "imagenette2-160").is_dir():
-        raise FileNotFoundError(
-            f"Imagenette (160 px) is not in {root / 'imagenette2-160'}. On a machine with internet, "
-            "download https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz, extract it "
-            f"into {root} (or pass data_root=...).")
-    return datasets.Imagenette(str(root), split=split, size="160px", download=False, transform=transform)
-
-
 def load_data(P: config.Params) -> LadderData:
-    """The world (offline), CIFAR-100 or Imagenette as train/val/test datasets.
+    """The world (offline), CIFAR-100 or Imagenette as train/val/test datasets
+    (``classification.load_data``).
 
     Augmentation is the course's (``classification.train_transform``: crop + flip, plus RandAugment and
     random erasing with ``strong_aug``); mixup/cutmix are applied by ``train.fit``.
     """
-    from torchvision.transforms import v2
-
-    from course_lib.classification import eval_transform, train_transform
-
-    strong = bool(P.strong_aug)
-    if P.dataset == "world":
-        from course_lib.world import WorldClassification
-
-        wcfg = world_config(P)
-        tr = WorldClassification(wcfg, "train", P.data_root, transform=train_transform(P.image_size, strong))
-        va = WorldClassification(wcfg, "val", P.data_root)
-        te = WorldClassification(wcfg, "test", P.data_root)
-        return LadderData(tr, va, te, wcfg.num_classes, list(wcfg.class_names), key={"world": wcfg.key("train")})
-    size = [v2.ToImage(), v2.Resize(P.image_size, antialias=True), v2.CenterCrop(P.image_size)]
-    tt = v2.Compose(size + [train_transform(P.image_size, strong)])
-    te_t = v2.Compose(size + [eval_transform()])
-    if P.dataset == "imagenette":
-        tr, te = _imagenette(P, "train", tt), _imagenette(P, "val", te_t)
-        names = [c[0] for c in tr.classes]
-    else:
-        tr = data.get_dataset(P.dataset, "train", P.data_root, transform=tt)
-        te = data.get_dataset(P.dataset, "test", P.data_root, transform=te_t)
-        names = list(tr.classes)
-    return LadderData(tr, te, te, len(names), names, key={"dataset": P.dataset})
+    return classification.load_data(P.dataset, P.data_root, P.image_size, strong=bool(P.strong_aug),
+                                    world=world_config(P) if P.dataset == "world" else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,22 +189,12 @@ def train_step(P: config.Params, d: LadderData, step: int | str, seed: int):
     cfg = run_config(P, key)
     dev = P.torch_device
     tcfg = train_config(P, d.num_classes, seed)
-    # the whole step, recipe and data (train.cached_model adds the model's architecture)
-    cache_key = {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
-                 "model": {"step": key, "ladder": cfg, "drop_path_rate": P.drop_path, "init": P.init},
-                 "recipe": tcfg, "code": CODE_VERSION}
-
-    def build() -> nn.Module:
-        config.seed_everything(seed)
-        return build_model(cfg, d.num_classes, drop_path_rate=P.drop_path, init=P.init).to(dev)
-
-    def fit(model: nn.Module):
-        config.seed_everything(seed)
-        tl = data.make_loader(d.train, P.batch_size, train=True, seed=seed, device=dev)
-        vl = data.make_loader(d.val, 512, train=False, device=dev)
-        return train.fit(model, tl, tcfg, eval_loader=vl, device=dev)
-
-    return train.cached_model(f"convnext-{key}", cache_key, build, fit, force=P.retrain)
+    return classification.train_cached(
+        f"convnext-{key}", d, tcfg,
+        lambda: build_model(cfg, d.num_classes, drop_path_rate=P.drop_path, init=P.init),
+        batch_size=P.batch_size, device=dev, seed=seed,
+        model={"step": key, "ladder": cfg, "drop_path_rate": P.drop_path, "init": P.init},
+        code=CODE_VERSION, force=P.retrain)
 
 
 def run_ladder(P: config.Params, d: LadderData | None = None,

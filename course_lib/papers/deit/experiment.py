@@ -12,14 +12,13 @@ import torch.nn as nn
 
 from timm.loss import SoftTargetCrossEntropy
 
-from course_lib import config, data, train
+from course_lib import classification, config, train
 from course_lib.classification import (
     ClassificationData,
     accuracy,
-    eval_transform,
     head_logits,
     targets_of,
-    train_transform,
+   
     world_config,
 )
 from course_lib.config import Param
@@ -95,25 +94,11 @@ PARAMS = {
 
 
 def load_data(P: config.Params) -> ClassificationData:
-    """The world (offline) or CIFAR (``data_scripts/fetch.py``) as train/val/test datasets."""
-    strong = bool(P.strong_aug)
-    if P.dataset == "world":
-        from course_lib.world import WorldClassification
-
-        wcfg = world_config(P)
-        tr = WorldClassification(wcfg, "train", P.data_root, transform=train_transform(P.image_size, strong))
-        va = WorldClassification(wcfg, "val", P.data_root)
-        te = WorldClassification(wcfg, "test", P.data_root)
-        return ClassificationData(tr, va, te, wcfg.num_classes, list(wcfg.class_names),
-                                  key={"world": wcfg.key("train")})
-    from torchvision.transforms import v2
-
-    size = [v2.ToImage(), v2.Resize(P.image_size, antialias=True)]
-    tt = v2.Compose(size + [train_transform(P.image_size, strong)])
-    te_t = v2.Compose(size + [eval_transform()])
-    tr = data.get_dataset(P.dataset, "train", P.data_root, transform=tt)
-    te = data.get_dataset(P.dataset, "test", P.data_root, transform=te_t)
-    return ClassificationData(tr, te, te, len(tr.classes), list(tr.classes), key={"dataset": P.dataset})
+    """The world (offline) or CIFAR (``data_scripts/fetch.py``) as train/val/test datasets
+    (``classification.load_data``; real images resized, not cropped)."""
+    return classification.load_data(P.dataset, P.data_root, P.image_size, strong=bool(P.strong_aug),
+                                    world=world_config(P) if P.dataset == "world" else None,
+                                    center_crop=False)
 
 
 def build_student(P: config.Params, num_classes: int, distilled: bool = False) -> VisionTransformer:
@@ -142,32 +127,15 @@ def _train_cfg(P, epochs: int, lr: float, num_classes: int, seed: int,
     )
 
 
-def _loaders(P, d: ClassificationData, seed: int):
-    dev = P.torch_device
-    tl = data.make_loader(d.train, P.batch_size, train=True, seed=seed, device=dev)
-    vl = data.make_loader(d.val, 512, train=False, device=dev)
-    return tl, vl
-
-
-def _key(P, d: ClassificationData, cfg: train.TrainConfig, seed: int, **loss) -> dict:
-    """A cached model's key: the data, the loader, the whole recipe, the loss and the code
-    version (``train.cached_model`` adds the model's architecture)."""
-    return {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
-            "recipe": cfg, "loss": loss, "code": CODE_VERSION}
 
 
 def train_teacher(P: config.Params, d: ClassificationData):
     """The convnet teacher, trained once and cached (``retrain=True`` forces training)."""
     cfg = _train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
-    key = _key(P, d, cfg, 0, kind="cross_entropy", label_smoothing=cfg.label_smoothing)
-
-    def fit_teacher(model):
-        tl, vl = _loaders(P, d, 0)
-        return train.fit(model, tl, cfg, eval_loader=vl, device=P.torch_device)
-
-    return train.cached_model(f"deit-teacher-{P.teacher_arch}", key,
-                              lambda: build_teacher(P, d.num_classes).to(P.torch_device),
-                              fit_teacher, force=P.retrain)
+    return classification.train_cached(
+        f"deit-teacher-{P.teacher_arch}", d, cfg, lambda: build_teacher(P, d.num_classes),
+        batch_size=P.batch_size, device=P.torch_device, loss={"kind": "cross_entropy"},
+        code=CODE_VERSION, force=P.retrain)
 
 
 def train_student(P: config.Params, d: ClassificationData, kind: str, teacher: nn.Module | None, seed: int,
@@ -185,20 +153,12 @@ def train_student(P: config.Params, d: ClassificationData, kind: str, teacher: n
         loss.update(alpha=alpha, teacher=train.weights_digest(teacher))
     if kind == "soft":
         loss["tau"] = P.tau
-    key = _key(P, d, cfg, seed, **loss)
     criterion = DistillationLoss(base, teacher if kind != "none" else None, kind, alpha, P.tau)
-
-    def fit_student(model):
-        config.seed_everything(seed)
-        tl, vl = _loaders(P, d, seed)
-        return train.fit(model, tl, cfg, criterion=criterion, eval_loader=vl, device=P.torch_device)
-
-    def build():
-        config.seed_everything(seed)
-        return build_student(P, d.num_classes, distilled).to(P.torch_device)
-
     name = f"deit-student-{kind}{'-token' if distilled else ''}-{teacher_name}"
-    return train.cached_model(name, key, build, fit_student, force=P.retrain)
+    return classification.train_cached(
+        name, d, cfg, lambda: build_student(P, d.num_classes, distilled), batch_size=P.batch_size,
+        device=P.torch_device, seed=seed, criterion=criterion, loss=loss, code=CODE_VERSION,
+        force=P.retrain)
 
 
 # ----------------------------------------------------------------------------------------------

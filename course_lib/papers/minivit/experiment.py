@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from course_lib import config, data, train
-from course_lib.classification import (ClassificationData, accuracy, eval_transform, head_logits,
-                                       targets_of, train_transform, world_config)
+from course_lib import classification, config, train
+from course_lib.classification import (ClassificationData, accuracy, head_logits,
+                                       targets_of, world_config)
 from course_lib.config import Param
 from course_lib.models.vit import VisionTransformer
 
@@ -114,29 +114,12 @@ PARAMS: dict[str, Param] = {
 def load_data(P: config.Params) -> ClassificationData:
     """The world (offline; DeiT's calibrated view, see
     :func:`course_lib.classification.world_config`), CIFAR-100 or Imagenette (160 px release,
-    resized and center-cropped to ``image_size``) as train/val/test datasets. A real dataset that
-    is not on disk raises ``FileNotFoundError`` naming the command that fetches it
-    (``python data_scripts/fetch.py NAME``); its val split is its test split."""
-    from torchvision.transforms import v2
-
-    tt = train_transform(P.image_size, False)
-    if P.dataset == "world":
-        from course_lib.world import WorldClassification
-
-        wcfg = world_config(P)
-        tr = WorldClassification(wcfg, "train", P.data_root, transform=tt)
-        va = WorldClassification(wcfg, "val", P.data_root)
-        te = WorldClassification(wcfg, "test", P.data_root)
-        return ClassificationData(tr, va, te, wcfg.num_classes, list(wcfg.class_names),
-                             key={"world": wcfg.key("train")})
-    size = [v2.ToImage(), v2.Resize(P.image_size, antialias=True), v2.CenterCrop(P.image_size)]
-    tt, te_t = v2.Compose(size + [tt]), v2.Compose(size + [eval_transform()])
-    tr = data.get_dataset(P.dataset, "train", P.data_root, transform=tt)
-    te = data.get_dataset(P.dataset, "test", P.data_root, transform=te_t)
-    if P.dataset == "imagenette":  # torchvision's classes are tuples of WordNet names
-        names = [c[0] if isinstance(c, (tuple, list)) else str(c) for c in tr.classes]
-        return ClassificationData(tr, te, te, len(names), names, key={"dataset": "imagenette-160"})
-    return ClassificationData(tr, te, te, len(tr.classes), list(tr.classes), key={"dataset": P.dataset})
+    resized and center-cropped to ``image_size``) as train/val/test datasets
+    (``classification.load_data``). A real dataset that is not on disk raises
+    ``FileNotFoundError`` naming the command that fetches it (``python data_scripts/fetch.py
+    NAME``); its val split is its test split."""
+    return classification.load_data(P.dataset, P.data_root, P.image_size, strong=False,
+                                    world=world_config(P) if P.dataset == "world" else None)
 
 
 def _targets(dataset) -> torch.Tensor:
@@ -275,37 +258,17 @@ def _train_cfg(P: config.Params, epochs: int, lr: float, num_classes: int, seed:
         progress=True, max_steps=P.max_steps or None)
 
 
-def _loaders(P: config.Params, d: ClassificationData, seed: int):
-    dev = P.torch_device
-    return (data.make_loader(d.train, P.batch_size, train=True, seed=seed, device=dev),
-            data.make_loader(d.val, 512, train=False, device=dev))
-
-
-def _key(P: config.Params, d: ClassificationData, cfg: train.TrainConfig, seed: int, model: dict,
-         **loss) -> dict:
-    """A cached model's key: the data, the loader, the model's constructor arguments, the whole
-    recipe, the loss and the code version (``train.cached_model`` adds the architecture)."""
-    return {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
-            "model": model, "recipe": cfg, "loss": loss, "code": CODE_VERSION}
 
 
 def train_teacher(P: config.Params, d: ClassificationData):
     """The larger ViT teacher, trained once with labels and cached (``retrain=True`` forces it)."""
     cfg = _train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
 
-    def fit_teacher(model):
-        config.seed_everything(0)
-        tl, vl = _loaders(P, d, 0)
-        return train.fit(model, tl, cfg, eval_loader=vl, device=P.torch_device)
-
-    def build():
-        config.seed_everything(0)
-        return build_teacher(P, d.num_classes).to(P.torch_device)
-
-    key = _key(P, d, cfg, 0, {"teacher": P.teacher, "stem": P.teacher_stem},
-               kind="cross_entropy", label_smoothing=0.1)
-    return train.cached_model(f"minivit-teacher-{P.teacher}", key, build, fit_teacher,
-                              force=P.retrain)
+    return classification.train_cached(
+        f"minivit-teacher-{P.teacher}", d, cfg, lambda: build_teacher(P, d.num_classes),
+        batch_size=P.batch_size, device=P.torch_device, seed=0,
+        model={"teacher": P.teacher, "stem": P.teacher_stem}, loss={"kind": "cross_entropy"},
+        code=CODE_VERSION, force=P.retrain)
 
 
 def train_student(P: config.Params, d: ClassificationData, v: Variant, teacher: nn.Module | None, seed: int):
@@ -316,29 +279,17 @@ def train_student(P: config.Params, d: ClassificationData, v: Variant, teacher: 
         loss.update(variant=v, teacher=train.weights_digest(teacher), tau=P.tau,
                     relation_heads=P.relation_heads, layers=P.distill_layers,
                     hidden_relation=P.hidden_relation)
-    key = _key(P, d, cfg, seed, student_spec(P, v, d.num_classes), **loss)
-
-    def fit_student(model):
-        config.seed_everything(seed)
-        tl, vl = _loaders(P, d, seed)
-        criterion = None
-        if v.distilled:
-            criterion = MiniViTDistillationLoss(
-                teacher, model, pred=v.pred, beta=v.attn, gamma=v.hidden, gt=v.gt, tau=P.tau,
-                layers=P.distill_layers, relation_heads=P.relation_heads,
-                hidden_relation=P.hidden_relation, base=nn.CrossEntropyLoss(label_smoothing=0.1))
-        try:
-            return train.fit(model, tl, cfg, criterion=criterion, eval_loader=vl, device=P.torch_device)
-        finally:
-            if criterion is not None:
-                criterion.close()
-
-    def build():
-        config.seed_everything(seed)
-        return build_student(P, v, d.num_classes).to(P.torch_device)
+    def distillation(model):  # eqs. 8-12; its hooks read the student's layers while it trains
+        return MiniViTDistillationLoss(
+            teacher, model, pred=v.pred, beta=v.attn, gamma=v.hidden, gt=v.gt, tau=P.tau,
+            layers=P.distill_layers, relation_heads=P.relation_heads,
+            hidden_relation=P.hidden_relation, base=nn.CrossEntropyLoss(label_smoothing=0.1))
 
     name = f"minivit-student-{v.share}{'-wt' if v.transform else ''}{'-wd' if v.distilled else ''}"
-    return train.cached_model(name, key, build, fit_student, force=P.retrain)
+    return classification.train_cached(
+        name, d, cfg, lambda: build_student(P, v, d.num_classes), batch_size=P.batch_size,
+        device=P.torch_device, seed=seed, make_criterion=distillation if v.distilled else None,
+        model=student_spec(P, v, d.num_classes), loss=loss, code=CODE_VERSION, force=P.retrain)
 
 
 # ----------------------------------------------------------------------------------------------

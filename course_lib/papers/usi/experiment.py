@@ -10,14 +10,13 @@ from typing import Any
 
 from torch import nn
 
-from course_lib import config, data, train
+from course_lib import classification, config, train
 from course_lib.classification import (
     ClassificationData,
     accuracy,
-    eval_transform,
     head_logits,
     targets_of,
-    train_transform,
+   
 )
 from course_lib.config import Param
 from course_lib.models import count_params, create_vit, small_resnet
@@ -161,41 +160,17 @@ def world_config(P: config.Params):
 
 
 def load_data(P: config.Params) -> ClassificationData:
-    """The world (offline), CIFAR-100 or Imagenette (``data_scripts/fetch.py``)."""
-    if P.dataset == "world":
-        from course_lib.world import WorldClassification
-
-        wcfg = world_config(P)
-        tr = WorldClassification(wcfg, "train", P.data_root, transform=train_transform(P.image_size, False))
-        va = WorldClassification(wcfg, "val", P.data_root)
-        te = WorldClassification(wcfg, "test", P.data_root)
-        return ClassificationData(tr, va, te, wcfg.num_classes, list(wcfg.class_names),
-                        key={"world": wcfg.key("train")})
-    from torchvision.transforms import v2
-
-    size = [v2.ToImage(), v2.Resize(P.image_size, antialias=True), v2.CenterCrop(P.image_size)]
-    tt = v2.Compose(size + [train_transform(P.image_size, True)])
-    te_t = v2.Compose(size + [eval_transform()])
-    tr = data.get_dataset(P.dataset, "train", P.data_root, transform=tt)
-    te = data.get_dataset(P.dataset, "test", P.data_root, transform=te_t)
-    return ClassificationData(tr, te, te, len(tr.classes), list(tr.classes), key={"dataset": P.dataset})
+    """The world (offline), CIFAR-100 or Imagenette (``data_scripts/fetch.py``), through
+    ``classification.load_data``: light augmentation on the world, RandAugment and random
+    erasing on real images."""
+    return classification.load_data(P.dataset, P.data_root, P.image_size, strong=False, real_strong=True,
+                                    world=world_config(P) if P.dataset == "world" else None)
 
 
 # ----------------------------------------------------------------------------------------------
 # Training
 
 
-def _loaders(P, d: ClassificationData, seed: int):
-    dev = P.torch_device
-    return (data.make_loader(d.train, P.batch_size, train=True, seed=seed, device=dev),
-            data.make_loader(d.val, 512, train=False, device=dev))
-
-
-def _key(P, d: ClassificationData, cfg: train.TrainConfig, seed: int, **loss) -> dict:
-    """A cached model's key: the data, the loader, the whole recipe, the loss and the code
-    version (``train.cached_model`` adds the model's architecture)."""
-    return {"data": d.cache_key(), "loader": {"batch_size": P.batch_size, "seed": seed},
-            "recipe": cfg, "loss": loss, "code": CODE_VERSION}
 
 
 def train_teacher(P: config.Params, d: ClassificationData):
@@ -205,14 +180,10 @@ def train_teacher(P: config.Params, d: ClassificationData):
     cfg = recipe(P, d.num_classes, seed=0, epochs=P.teacher_epochs, lr=3e-3, mixup=False)
     cfg.label_smoothing = 0.1
 
-    def fit_teacher(model):
-        tl, vl = _loaders(P, d, 0)
-        return train.fit(model, tl, cfg, eval_loader=vl, device=P.torch_device)
-
-    key = _key(P, d, cfg, 0, kind="cross_entropy")
-    return train.cached_model(f"usi-teacher-{P.teacher_arch}", key,
-                              lambda: build_teacher(P.teacher_arch, d.num_classes).to(P.torch_device),
-                              fit_teacher, force=P.retrain)
+    return classification.train_cached(
+        f"usi-teacher-{P.teacher_arch}", d, cfg, lambda: build_teacher(P.teacher_arch, d.num_classes),
+        batch_size=P.batch_size, device=P.torch_device, loss={"kind": "cross_entropy"},
+        code=CODE_VERSION, force=P.retrain)
 
 
 def train_student(P: config.Params, d: ClassificationData, family: str, teacher: nn.Module | None, seed: int,
@@ -226,20 +197,12 @@ def train_student(P: config.Params, d: ClassificationData, family: str, teacher:
         loss.update(tau=tau, teacher=train.weights_digest(teacher))
     if math.isinf(alpha_kd):  # KD only: the official code still scales the KL by the default α_kd
         loss.update(kd_only_weight=P.alpha_kd)
-    key = _key(P, d, cfg, seed, **loss)
-
-    def fit_student(model):
-        config.seed_everything(seed)
-        tl, vl = _loaders(P, d, seed)
-        return train.fit(model, tl, cfg, criterion=criterion, eval_loader=vl, device=P.torch_device)
-
-    def build():
-        config.seed_everything(seed)
-        return build_student(family, d.num_classes, P.image_size).to(P.torch_device)
-
     a = "inf" if math.isinf(alpha_kd) else f"{alpha_kd:g}"
-    return train.cached_model(f"usi-{family}-a{a}-t{tau:g}-{teacher_name}", key, build, fit_student,
-                              force=P.retrain)
+    return classification.train_cached(
+        f"usi-{family}-a{a}-t{tau:g}-{teacher_name}", d, cfg,
+        lambda: build_student(family, d.num_classes, P.image_size), batch_size=P.batch_size,
+        device=P.torch_device, seed=seed, criterion=criterion, loss=loss, code=CODE_VERSION,
+        force=P.retrain)
 
 
 @dataclass
