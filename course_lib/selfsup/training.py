@@ -36,7 +36,12 @@ CODE_VERSION = 1
 def cosine_schedule(base: float, final: float, epochs: int, niter_per_ep: int, warmup_epochs: float = 0,
                     start_warmup_value: float = 0.0) -> np.ndarray:
     """One value per iteration: linear warm-up from ``start_warmup_value`` to ``base`` over
-    ``warmup_epochs``, then a cosine from ``base`` to ``final`` (official ``cosine_scheduler``)."""
+    ``warmup_epochs``, then a cosine from ``base`` to ``final`` (official ``cosine_scheduler``).
+
+    Why not ``train.fit``'s schedule (timm's ``CosineLRScheduler``, used by every other loop):
+    DINO's own loop sets three quantities per iteration from such arrays, the lr, the weight
+    decay (0.04 -> 0.4) and the teacher momentum (0.996 -> 1, part of the method), and its warm-up
+    is the official ``linspace`` from 0."""
     total = epochs * niter_per_ep
     warm = min(int(round(warmup_epochs * niter_per_ep)), total)
     warmup = np.linspace(start_warmup_value, base, warm) if warm > 0 else np.array([])
