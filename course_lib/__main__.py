@@ -6,6 +6,8 @@
 ``readme [--check] [--readme FILE] [--results DIR] [--notebooks DIR] [--profile study]``
     regenerate the README's notebook table between ``<!-- notebooks:begin -->`` and
     ``<!-- notebooks:end -->``; ``--check`` only compares and exits 1 when it is out of date
+``zoo list [--cache DIR]``
+    the cached (pretrained) models: name, key, size, training time, date
 """
 from __future__ import annotations
 
@@ -158,6 +160,13 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    print(zoo.format_table(zoo.artifacts(args.cache)))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.split("\n")[0])
@@ -181,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--notebooks", default=None, help="notebooks folder (default: <repo>/notebooks)")
     rd.add_argument("--profile", default="study", help="whose verdicts to show (default study)")
     rd.set_defaults(func=cmd_readme)
+
+    zp = sub.add_parser("zoo", help="the course's pretrained (cached) models")
+    zsub = zp.add_subparsers(dest="zoo_command", required=True)
+    zl = zsub.add_parser("list", help="list the cached models")
+    zl.add_argument("--cache", default=None, help="cache folder (default: paths.cache_dir())")
+    zl.set_defaults(func=cmd_zoo)
     return ap
 
 
