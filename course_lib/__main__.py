@@ -1,8 +1,9 @@
 """Command line of the course: ``python -m course_lib <command>`` (also ``course <command>``).
 
-``report [--profile study] [--results DIR] [--out FILE] [--notebook ID ...]``
-    every notebook's (or the named notebooks') "paper vs. ours" claims as one markdown
-    scoreboard
+``report [--profile study] [--results DIR] [--out FILE] [--notebook ID ...] [--json]``
+    every notebook's (or the named notebooks') "paper vs. ours" rows as one markdown scoreboard:
+    per notebook and overall, headline claims reproduced / total, all paper claims, checks;
+    ``--json`` prints the same counts and rows for scripts
 ``readme [--check] [--readme FILE] [--results DIR] [--notebooks DIR] [--profile study]``
     regenerate the README's notebook table between ``<!-- notebooks:begin -->`` and
     ``<!-- notebooks:end -->``; ``--check`` only compares and exits 1 when it is out of date
@@ -12,13 +13,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from . import paths
-from .results import NOTEBOOKS, NotebookInfo, load_all, scoreboard, verdict_summary
+from .results import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    NOTEBOOKS,
+    NotebookInfo,
+    counts,
+    load_all,
+    scoreboard,
+)
 
 BEGIN = "<!-- notebooks:begin -->"
 END = "<!-- notebooks:end -->"
@@ -39,25 +49,64 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
+def _count_text(k: dict, what: str = "") -> str:
+    return f"{k['reproduced']} of {k['total']}" if k["total"] else "—"
+
+
+def report_data(records: Mapping[str, Mapping], profile: str = "study",
+                notebooks: Sequence[str] | None = None) -> dict:
+    """What ``report --json`` prints: per notebook and overall, the counts of headline claims,
+    paper claims and checks (reproduced / total, not reproduced, inconclusive), and every row."""
+    wanted = list(notebooks) if notebooks else [nb.id for nb in NOTEBOOKS]
+    per_nb, rows = {}, []
+    for nb, r in records.items():
+        if nb not in wanted:
+            continue
+        per_nb[nb] = {**counts(r["claims"]), "date": str(r["meta"].get("date") or "")[:10],
+                      "commit": r["meta"].get("commit"), "dirty": bool(r["meta"].get("dirty"))}
+        rows += [{"notebook": nb, **c} for c in r["claims"]]
+    overall = counts(rows)
+    return {"profile": profile, "notebooks": per_nb, "overall": overall,
+            "missing": [nb for nb in wanted if nb not in per_nb], "rows": rows}
+
+
 def render_report(
     records: Mapping[str, Mapping], profile: str = "study", notebooks: Sequence[str] | None = None
 ) -> str:
-    """The markdown scoreboard of all records of one profile (or of ``notebooks`` only)."""
-    wanted = list(notebooks) if notebooks else [nb.id for nb in NOTEBOOKS]
-    if notebooks:
-        records = {k: v for k, v in records.items() if k in wanted}
-    scope = f"profile `{profile}`" + (f", {', '.join(wanted)}" if notebooks else "")
+    """The markdown scoreboard of all records of one profile (or of ``notebooks`` only): the
+    counts per notebook (headline claims, paper claims, checks), then every row."""
+    data = report_data(records, profile, notebooks)
+    scope = f"profile `{profile}`" + (f", {', '.join(notebooks)}" if notebooks else "")
     out = [f"# Scoreboard: paper vs. ours ({scope})", ""]
-    if not records:
+    if not data["notebooks"]:
         out.append(f"No results recorded for {scope} yet.")
         return "\n".join(out) + "\n"
+    out += ["Only *claims* (statements of the paper that can fail, judged on paired seeds: "
+            "n ≥ 3 and a 95% interval of the per-seed differences that excludes 0 in the paper's "
+            "direction) count as reproduced; *checks* are sanity figures.", ""]
+    summary = []
+    for nb, k in list(data["notebooks"].items()) + [("**all**", data["overall"])]:
+        summary.append([nb, _count_text(k["headline"]), _count_text(k["claims"]),
+                        k["claims"][NOT_REPRODUCED], k["claims"][INCONCLUSIVE],
+                        _count_text(k["checks"])])
+    out.append(markdown_table(["notebook", "headline claims reproduced", "paper claims reproduced",
+                               "not reproduced", "inconclusive", "checks passed"], summary))
+    out.append("")
     df = scoreboard(records)
-    header = ["notebook", "claim", "paper", "ours ± std (n)", "verdict", "run date", "commit"]
-    out.append(markdown_table(header, df.itertuples(index=False, name=None)))
-    out += ["", "**Total:** " + verdict_summary(list(df["verdict"])) + "."]
-    missing = [nb for nb in wanted if nb not in records]
-    if missing:
-        out += ["", "No results yet: " + ", ".join(missing) + "."]
+    if notebooks:
+        df = df[df["notebook"].isin(notebooks)]
+    header = ["notebook", "kind", "claim", "paper", "ours ± std (n)", "verdict", "evidence",
+              "run date", "commit"]
+    out.append(markdown_table(header, df[["notebook", "kind", "claim", "paper", "ours", "verdict",
+                                          "evidence", "run date", "commit"]]
+                              .itertuples(index=False, name=None)))
+    k = data["overall"]
+    out += ["", f"**Total:** paper claims reproduced: {k['claims']['reproduced']} of "
+            f"{k['claims']['total']} (headline {k['headline']['reproduced']} of "
+            f"{k['headline']['total']}); checks passed: {k['checks']['reproduced']} of "
+            f"{k['checks']['total']}."]
+    if data["missing"]:
+        out += ["", "No results yet: " + ", ".join(data["missing"]) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -78,7 +127,11 @@ def _notebook_ids(given: Sequence[str], available: Sequence[str]) -> list[str]:
 def cmd_report(args: argparse.Namespace) -> int:
     records = load_all(paths.RECORDED_DIR if args.recorded else args.results, profile=args.profile)
     notebooks = _notebook_ids(args.notebook, list(records)) if args.notebook else None
-    text = render_report(records, args.profile, notebooks)
+    if args.json:
+        text = json.dumps(report_data(records, args.profile, notebooks), indent=2,
+                          ensure_ascii=False) + "\n"
+    else:
+        text = render_report(records, args.profile, notebooks)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
         shown = [r for k, r in records.items() if not notebooks or k in notebooks]
@@ -114,9 +167,17 @@ def render_notebook_table(
             name, status = nb.id, "planned"
         paper = f"**{nb.short}**: " + (f"[{nb.title}]({nb.url})" if nb.url else nb.title)
         rec = records.get(nb.id)
-        verdicts = verdict_summary([c["verdict"] for c in rec["claims"]]) if rec else "—"
-        rows.append([name, paper, nb.learn, status, verdicts])
-    header = ["notebook", "paper", "what you learn", "status", f"verdicts ({profile})"]
+        if rec:
+            k = counts(rec["claims"])
+            claims = _count_text(k["claims"])
+            if k["headline"]["total"]:
+                claims += f" (headline {_count_text(k['headline'])})"
+            checks = _count_text(k["checks"])
+        else:
+            claims = checks = "—"
+        rows.append([name, paper, nb.learn, status, claims, checks])
+    header = ["notebook", "paper", "what you learn", "status",
+              f"paper claims reproduced ({profile})", "checks passed"]
     return markdown_table(header, rows)
 
 
@@ -160,6 +221,17 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .results.migrate import migrate_folder
+
+    folder = Path(args.results) if args.results else paths.RECORDED_DIR
+    changed = migrate_folder(folder)
+    for p in changed:
+        print(f"migrated {p}")
+    print(f"{len(changed)} record(s) migrated to scoreboard v2")
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
@@ -178,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--recorded", action="store_true",
                     help="the committed study runs in <repo>/results instead of a run's results")
     rp.add_argument("--out", default=None, help="write the markdown here instead of stdout")
+    rp.add_argument("--json", action="store_true",
+                    help="print the counts and rows as JSON (for scripts) instead of markdown")
     rp.add_argument("--notebook", action="append", default=[],
                     help="only this notebook (id or unique prefix; repeatable)")
     rp.set_defaults(func=cmd_report)
@@ -190,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--notebooks", default=None, help="notebooks folder (default: <repo>/notebooks)")
     rd.add_argument("--profile", default="study", help="whose verdicts to show (default study)")
     rd.set_defaults(func=cmd_readme)
+
+    mg = sub.add_parser("migrate-results", help="rewrite scoreboard v1 records as v2 (kinds, "
+                        "honest re-judging)")
+    mg.add_argument("--results", default=None, help="folder (default: the recorded runs)")
+    mg.set_defaults(func=cmd_migrate)
 
     zp = sub.add_parser("zoo", help="the course's pretrained (cached) models")
     zsub = zp.add_subparsers(dest="zoo_command", required=True)

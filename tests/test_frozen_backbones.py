@@ -206,14 +206,14 @@ def test_paper_numbers_are_consistent():
 def _fake_runs(box: dict, masks: bool):
     from types import SimpleNamespace as NS
 
-    def run(s, c):
-        b = box[(s, c)]
+    def run(s, c, seed):
+        b = box[(s, c)] + 0.01 * seed  # three seeds, the same small offset in every arm
         summary = {"bbox": {"AP": b}, **({"segm": {"AP": b / 2}} if masks else {})}
         metrics = NS(summary=summary, tiers={"bbox": {"rare": b, "common": b, "frequent": b}})
-        return NS(strategy=s, capacity=c, seed=0, metrics=metrics, params={"trained": 1, "total": 2},
+        return NS(strategy=s, capacity=c, seed=seed, metrics=metrics, params={"trained": 1, "total": 2},
                   memory={"total": 10.0 if s in ("frozen", "adapters") else 20.0}, images_per_s=50.0)
 
-    return {k: [run(*k)] for k in box}
+    return {k: [run(*k, seed) for seed in range(3)] for k in box}
 
 
 def test_mask_claims_judge_mask_ap_with_the_box_rules():
@@ -229,8 +229,8 @@ def test_mask_claims_judge_mask_ap_with_the_box_rules():
         if not masks:
             assert not any(k.endswith("_mask") for k in c)
             continue
-        assert c["frozen_low_mask"].ours == 6.5 and c["frozen_low_mask"].verdict == "reproduced"   # 6.5 < 10
-        assert c["finetune_high_mask"].ours == 12.0 and c["finetune_high_mask"].verdict == "reproduced"  # > 7
-        assert c["frozen_high_mask"].ours == 14.0 and c["frozen_high_mask"].verdict == "reproduced"  # > 12 + 1
-        assert c["adapters_high_mask"].verdict == "inconclusive"  # 14.2 vs 14.0: within the 1-point margin
-        assert c["frozen_high"].verdict == "reproduced" and c["frozen_high"].ours == 28.0
+        assert c["frozen_low_mask"].ours == pytest.approx(6.505) and c["frozen_low_mask"].verdict == "reproduced"   # 6.5 < 10
+        assert c["finetune_high_mask"].ours == pytest.approx(12.005) and c["finetune_high_mask"].verdict == "reproduced"  # > 7
+        assert c["frozen_high_mask"].ours == pytest.approx(14.005) and c["frozen_high_mask"].verdict == "reproduced"  # > 12 + 1
+        assert c["adapters_high_mask"].verdict == "not reproduced"  # +0.2 every seed: below the 1-point margin
+        assert c["frozen_high"].verdict == "reproduced" and c["frozen_high"].ours == pytest.approx(28.01)

@@ -16,6 +16,7 @@ from course_lib.results import (
     AtLeast,
     AtMost,
     Better,
+    Equivalent,
     Results,
     Within,
 )
@@ -36,67 +37,122 @@ def rec(**kw) -> Results:
                    params=kw.get("params", PARAMS))
 
 
-def better(ours, base, **rule_kw) -> str:
+def better(ours, base, rule=Better, **rule_kw) -> str:
+    """The verdict of ``ours`` vs ``base`` (per-seed lists, seeds 0..n-1, paired)."""
     r = rec()
-    r.add("base", "baseline", paper=None, ours=base, rule=AtLeast(0))
-    return r.add("x", "x beats baseline", paper=None, ours=ours, rule=Better("base", **rule_kw)).verdict
+    seeds = list(range(len(base))) if isinstance(base, list) else None
+    r.add("base", "baseline", paper=None, ours=base, seeds=seeds, rule=AtLeast(0))
+    seeds = list(range(len(ours))) if isinstance(ours, list) else None
+    return r.add("x", "x beats baseline", paper=None, ours=ours, seeds=seeds,
+                 rule=rule("base", **rule_kw)).verdict
 
 
-# ------------------------------------------------------------------------------ Better
-def test_better_reproduced_beyond_noise():
-    assert better([80.0, 80.5, 79.5], [75.0, 75.5, 74.5]) == REPRODUCED
+# ------------------------------------------------------------------------------ scoreboard v2
+# Hand-made paired data: the same seed gives both arms the same luck (a shared offset), the
+# method adds about +1 with a little per-seed noise.
+SHARED = [3.0, -2.0, 5.0, -4.0, 1.0]  # per-seed luck, much larger than the effect
+GAIN = [1.1, 0.8, 1.3, 0.9, 1.0]
+
+
+def _arms(k: int) -> tuple[list[float], list[float]]:
+    base = [70.0 + SHARED[i] for i in range(k)]
+    return [b + GAIN[i] for i, b in enumerate(base)], base
+
+
+def test_paired_reproduced_with_5_seeds_inconclusive_with_2():
+    new, base = _arms(5)
+    assert better(new, base) == REPRODUCED
+    new2, base2 = _arms(2)
+    assert better(new2, base2) == INCONCLUSIVE  # n < 3 is never decided
+    iv = R.paired_interval(new, base)
+    assert iv.paired and iv.n == 5 and abs(iv.mean - 1.02) < 1e-9 and iv.lo > 0.7 and iv.hi < 1.4
+
+
+def test_pairing_cancels_shared_noise_where_unpaired_means_cannot():
+    new, base = _arms(5)
+    r = rec()
+    r.add("base", "baseline", paper=None, ours=base, seeds=range(5), rule=AtLeast(0))
+    paired = r.add("x", "x", paper=None, ours=new, seeds=range(5), rule=Better("base"))
+    assert paired.verdict == REPRODUCED and "paired diff +1.02" in paired.evidence
+    # the same numbers as two summaries (an older record without per-seed values): unpaired
+    m_new, m_base = sum(new) / 5, sum(base) / 5
+    sd = lambda xs, m: (sum((x - m) ** 2 for x in xs) / 4) ** 0.5
+    r2 = rec()
+    r2.add("base", "baseline", paper=None, ours=m_base, ours_std=sd(base, m_base), n=5, rule=AtLeast(0))
+    c = r2.add("x", "x", paper=None, ours=m_new, ours_std=sd(new, m_new), n=5, rule=Better("base"))
+    assert c.verdict == INCONCLUSIVE and "unpaired" in c.evidence
+
+
+def test_seeds_must_match_to_pair():
+    new, base = _arms(5)
+    r = rec()
+    r.add("base", "baseline", paper=None, ours=base, seeds=[0, 1, 2, 3, 4], rule=AtLeast(0))
+    c = r.add("x", "x", paper=None, ours=new, seeds=[5, 6, 7, 8, 9], rule=Better("base"))
+    assert "unpaired" in c.evidence
 
 
 def test_better_clearly_wrong_side_is_not_reproduced():
-    assert better([75.0, 75.5, 74.5], [80.0, 80.5, 79.5]) == NOT_REPRODUCED
+    new, base = _arms(5)
+    assert better(base, new) == NOT_REPRODUCED  # interval entirely on the other side
+    assert better(new, base, higher_is_better=False) == NOT_REPRODUCED
+    assert better(base, new, higher_is_better=False) == REPRODUCED
 
 
-def test_better_tie_depends_on_number_of_seeds():
-    # diff -0.2 within a noise band of about 1.6: with 3 seeds each that is "not reproduced",
-    # with 2 seeds each the spread is too uncertain to tell
-    assert better([80.0, 81.0, 79.0], [80.2, 79.2, 81.2]) == NOT_REPRODUCED
-    assert better([80.0, 81.0], [80.5, 80.0]) == INCONCLUSIVE
-    assert better([80.0, 81.0, 79.0], [80.2, 79.2, 81.2], min_seeds=5) == INCONCLUSIVE
-
-
-def test_better_positive_but_within_noise_is_not_a_win():
-    # diff +0.5, 2·SE ≈ 1.6
-    assert better([80.5, 81.5, 79.5], [80.0, 81.0, 79.0]) == NOT_REPRODUCED
-    assert better([80.5, 81.5], [80.0, 81.0]) == INCONCLUSIVE
-
-
-def test_better_min_effect():
-    a, b = [81.0, 81.1, 80.9], [80.0, 80.1, 79.9]  # diff +1.0, 2·SE ≈ 0.16
-    assert better(a, b) == REPRODUCED
-    assert better(a, b, min_effect=0.5) == REPRODUCED
-    assert better(a, b, min_effect=2.0) == NOT_REPRODUCED  # real, but too small to matter
-    assert better(a[:2], b[:2], min_effect=2.0) == INCONCLUSIVE
-
-
-def test_better_lower_is_better():
-    err_new, err_old = [10.0, 10.2, 9.8], [14.0, 14.2, 13.8]
-    assert better(err_new, err_old, higher_is_better=False) == REPRODUCED
-    assert better(err_new, err_old, higher_is_better=True) == NOT_REPRODUCED
+def test_better_no_effect_band_and_margin():
+    base = [70.0 + x for x in SHARED]
+    tiny = [b + g for b, g in zip(base, [0.05, -0.04, 0.02, -0.01, 0.03])]
+    assert better(tiny, base) == INCONCLUSIVE  # straddles 0, no band stated
+    assert better(tiny, base, no_effect=0.5) == NOT_REPRODUCED  # inside ±0.5: no effect
+    new, base = _arms(5)
+    assert better(new, base, min_effect=0.5) == REPRODUCED
+    assert better(new, base, min_effect=2.0) == NOT_REPRODUCED  # real, but below the margin
+    assert better(new, base, min_effect=1.0) == INCONCLUSIVE  # the interval holds the margin
 
 
 def test_better_numeric_baseline_and_single_runs():
     r = rec()
-    assert r.add("a", "above chance", paper=None, ours=60.0, rule=Better(50.0)).verdict == REPRODUCED
-    assert r.add("b", "above chance", paper=None, ours=40.0, rule=Better(50.0)).verdict == NOT_REPRODUCED
-    assert r.add("c", "tie", paper=None, ours=50.0, rule=Better(50.0)).verdict == INCONCLUSIVE
-    # single runs on both sides: point estimate, min_effect is the only margin
-    assert better(80.3, 80.0) == REPRODUCED
-    assert better(80.3, 80.0, min_effect=0.5) == INCONCLUSIVE
-    assert better(79.9, 80.0, min_effect=0.5) == NOT_REPRODUCED
+    c = r.add("a", "above 50", paper=None, ours=[60.0, 61.0, 59.5], rule=Better(50.0))
+    assert c.verdict == REPRODUCED and c.kind == "claim"
+    assert r.add("b", "above 65", paper=None, ours=[60.0, 61.0, 59.5], rule=Better(65.0)).verdict == NOT_REPRODUCED
+    # one run per arm is never a verdict, however large the difference
+    assert better(90.0, 10.0) == INCONCLUSIVE
+    assert better([90.0, 91.0], [10.0, 11.0]) == INCONCLUSIVE
 
 
-def test_better_borrows_spread_for_a_single_run():
-    # baseline: 3 seeds with std 1; one run of the new method 0.5 better -> within noise
+def test_equivalent_matches_and_no_worse():
+    base = [70.0 + x for x in SHARED]
+    close = [b + g for b, g in zip(base, [0.2, -0.1, 0.1, 0.0, -0.2])]
+    assert better(close, base, rule=Equivalent, tolerance=1.0) == REPRODUCED
+    assert better(close, base, rule=Equivalent, tolerance=0.05) == INCONCLUSIVE
+    new, base = _arms(5)
+    assert better(new, base, rule=Equivalent, tolerance=0.5) == NOT_REPRODUCED  # clearly better
+    assert better(new, base, rule=Equivalent, tolerance=0.5, one_sided=True) == REPRODUCED
+    assert better(base, new, rule=Equivalent, tolerance=0.5, one_sided=True) == NOT_REPRODUCED
+    assert better(close[:2], base[:2], rule=Equivalent, tolerance=1.0) == INCONCLUSIVE
+
+
+def test_kinds_headline_duplicates_and_same_pair():
     r = rec()
-    r.add("base", "baseline", paper=None, ours=80.0, ours_std=1.0, n=3, rule=AtLeast(0))
-    c = r.add("x", "x beats baseline", paper=None, ours=80.5, rule=Better("base"))
-    assert c.verdict == INCONCLUSIVE
-    assert "2·SE" in c.evidence and "unknown" not in c.evidence
+    r.add("base", "baseline", paper=None, ours=[1.0, 2.0, 3.0], seeds=[0, 1, 2], rule=AtLeast(0))
+    assert r["base"].kind == "check"
+    c = r.add("x", "x beats base", paper=None, ours=[2.0, 3.0, 4.1], seeds=[0, 1, 2],
+              rule=Better("base"), headline=True)
+    assert c.kind == "claim" and c.headline
+    with pytest.raises(ValueError, match="already added"):
+        r.add("x", "again", paper=None, ours=[2.0, 3.0, 4.0], seeds=[0, 1, 2], rule=Better("base"))
+    with pytest.raises(ValueError, match="same pair of runs as claim 'x'"):
+        r.add("y", "same runs, other name", paper=None, ours=[2.0, 3.0, 4.1], seeds=[0, 1, 2],
+              rule=Better("base"))
+    with pytest.raises(ValueError, match="headline row must be a claim"):
+        r.add("z", "z", paper=None, ours=1.0, rule=AtLeast(0), headline=True)
+    with pytest.raises(ValueError, match="never assumed"):
+        r.add("w", "w", paper=None, ours=1.0, ours_std=0.5, n=1, rule=AtLeast(0))
+    with pytest.raises(ValueError, match="computed from the per-seed values"):
+        r.add("v", "v", paper=None, ours=[1.0, 2.0], ours_std=0.5, rule=AtLeast(0))
+    k = R.counts(r.claims)
+    assert k["claims"] == {"reproduced": 1, "total": 1, NOT_REPRODUCED: 0, INCONCLUSIVE: 0}
+    assert k["headline"]["total"] == 1 and k["checks"]["total"] == 1
+    assert r.summary() == "paper claims reproduced: 1 of 1 (headline 1 of 1); checks passed: 1 of 1"
 
 
 def test_better_unknown_baseline_id():
@@ -116,9 +172,8 @@ def test_within():
 
 
 def test_at_least_and_at_most():
-    r = rec()
-    add = lambda rule, ours, std=None, n=1: r.add("c", "c", paper=70.0, ours=ours, ours_std=std,
-                                                  n=n, rule=rule).verdict
+    add = lambda rule, ours, std=None, n=1: rec().add("c", "c", paper=70.0, ours=ours, ours_std=std,
+                                                      n=n, rule=rule).verdict
     assert add(AtLeast(), 70.0) == REPRODUCED  # threshold = the paper's number
     assert add(AtLeast(), 69.9) == NOT_REPRODUCED
     assert add(AtLeast(60), 65.0, std=1.0, n=4) == REPRODUCED
@@ -131,8 +186,10 @@ def test_at_least_and_at_most():
 
 
 def test_rules_serialise_readably():
-    assert str(Better("no_distill", min_effect=0.5)).startswith("higher than [no_distill] by > max(0.5, 2·SE)")
+    assert str(Better("no_distill", min_effect=0.5)).startswith(
+        "higher than [no_distill]: 95% CI of the paired difference above 0.5")
     assert str(Better(10, higher_is_better=False)).startswith("lower than 10")
+    assert str(Equivalent("a", 1.0)).startswith("matches [a]: 95% CI of the paired difference inside ±1")
     assert str(Within(0.1)).startswith("within 10% of the paper")
     assert str(AtLeast(50)).startswith("at least 50")
     assert str(AtMost()).startswith("at most the paper")
@@ -152,8 +209,7 @@ def test_paper_values_and_per_seed_lists():
     r = rec()
     c = r.add("a", "a", paper="+2.7", ours=[1.0, 2.0, 3.0], rule=AtLeast(0))
     assert (c.paper, c.ours, c.ours_std, c.n) == (2.7, 2.0, 1.0, 3)
-    c = r.add("a", "again", paper=1, ours=5.0, ours_std=float("nan"), rule=AtLeast(0))
-    assert [x.claim for x in r.claims] == ["again"]  # same id replaces
+    c = r.add("b", "again", paper=1, ours=5.0, ours_std=float("nan"), rule=AtLeast(0))
     assert c.ours_std is None  # nan (mean_std of one value) means unknown
 
 
@@ -217,21 +273,30 @@ def test_report_renders_markdown(results_dir, tmp_path, capsys):
     out = tmp_path / "scoreboard.md"
     assert main(["report", "--out", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
-    assert "| notebook | claim | paper | ours ± std (n) | verdict | run date | commit |" in text
-    assert "| 03_deit | hard distillation beats no distillation | 2.7% | 63 ± 1% (n=3) | reproduced |" in text
-    assert "| 03_deit | parameter count | 5,717,416 | 5,000,000 | not reproduced |" in text
-    assert "**Total:** 2/3 reproduced, 1 not reproduced." in text
+    assert "| notebook | kind | claim | paper | ours ± std (n) | verdict | evidence | run date | commit |" in text
+    assert ("| 03_deit | claim | hard distillation beats no distillation | 2.7% | 63 ± 1% (n=3) | "
+            "reproduced | paired diff +3") in text
+    assert "| 03_deit | check | parameter count | 5,717,416 | 5,000,000 | not reproduced |" in text
+    assert "| 03_deit | — | 1 of 1 | 0 | 0 | 1 of 2 |" in text  # the per-notebook counts
+    assert ("**Total:** paper claims reproduced: 1 of 1 (headline 0 of 0); checks passed: 1 of 2."
+            in text)
     assert "01_albef" in text  # listed among the notebooks without results
     assert main(["report", "--results", str(results_dir)]) == 0
-    assert "| 03_deit | no distillation |" in capsys.readouterr().out
+    assert "| 03_deit | check | no distillation |" in capsys.readouterr().out
     assert "No results recorded" in render_report({}, "paper")
+    assert main(["report", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["notebooks"]["03_deit"]["claims"]["reproduced"] == 1
+    assert data["overall"]["checks"] == {"reproduced": 1, "total": 2, "not reproduced": 1,
+                                         "inconclusive": 0}
+    assert [r["id"] for r in data["rows"]] == ["no_distill", "hard", "params"]
 
 
 def test_report_of_one_notebook(results_dir, capsys):
     _three_claims(results_dir)
     assert main(["report", "--notebook", "03"]) == 0  # a unique prefix is enough
     text = capsys.readouterr().out
-    assert "03_deit" in text.splitlines()[0] and "| 03_deit | parameter count |" in text
+    assert "03_deit" in text.splitlines()[0] and "| 03_deit | check | parameter count |" in text
     assert "01_albef" not in text
     assert main(["report", "--notebook", "notebooks/06_dino.ipynb"]) == 0
     assert "No results recorded" in capsys.readouterr().out
@@ -267,14 +332,14 @@ def test_readme_regeneration_and_check(results_dir, tmp_path):
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert set(nb.id for nb in R.NOTEBOOKS) <= {k.split("]")[0].lstrip("[") for k in rows}
     deit = rows["[03_deit](notebooks/03_deit.ipynb)"]
-    assert "https://arxiv.org/abs/2012.12877" in deit and "| ready | —" in deit
+    assert "https://arxiv.org/abs/2012.12877" in deit and "| ready | — | — |" in deit
     assert "| planned |" in rows["12_surgical_cnn"] and "1806.05796" in rows["12_surgical_cnn"]
     assert main(args + ["--check"]) == 0
 
     _three_claims(results_dir)  # new results: the verdict column drifts
     assert main(args + ["--check"]) == 1
     assert main(args) == 0
-    assert "| ready | 2/3 reproduced, 1 not reproduced |" in readme.read_text(encoding="utf-8")
+    assert "| ready | 1 of 1 | 1 of 2 |" in readme.read_text(encoding="utf-8")
     assert main(args + ["--check"]) == 0
 
     (nbs / "06_dino.ipynb").write_text("{}")  # a new notebook: status drifts
@@ -339,3 +404,49 @@ def test_claims_table_shows_long_text_whole(results_dir):
     assert "END" in repr(table)
     assert "END" in table._repr_html_() and "pre-wrap" in table._repr_html_()
     assert "END" in r._repr_html_()
+
+
+# ------------------------------------------------------------------------------ migration v1 -> v2
+def _v1(claims):
+    return {"notebook": "09_minivit", "title": "t", "paper_url": None, "profile": "study", "params": {},
+            "meta": {k: None for k in R.META_KEYS}, "claims": [
+                {"id": i, "claim": t, "paper": None, "ours": o, "ours_std": s, "n": n, "unit": "%",
+                 "rule": rule, "verdict": v, "note": ""} for i, t, o, s, n, rule, v in claims]}
+
+
+def test_migrate_v1_rejudges_claims_keeps_checks_and_drops_duplicates():
+    from course_lib.results.migrate import migrate_v1
+
+    v1 = _v1([
+        ("original", "learns", 25.0, None, 1, "at least 16.67 (band ours ± 2·SE)", REPRODUCED),
+        ("a0", "learns again", 25.0, None, 1, "at least 16.67 (band ours ± 2·SE)", REPRODUCED),
+        ("mini", "beats original", 43.0, 4.7, 1,
+         "higher than [original] by > max(2, 2·SE); a tie with ≥3 seeds per side is not reproduced", REPRODUCED),
+        ("every2", "same pair again", 43.0, None, 1, "higher than [a0] by > max(2, 2·SE)", REPRODUCED),
+        ("all", "worse than every2", 43.6, None, 1, "lower than [every2] by > max(2, 2·SE)", NOT_REPRODUCED),
+        ("multi", "three seeds each", 30.0, 0.5, 3, "higher than 20 by > max(0, 2·SE)", REPRODUCED),
+    ])
+    v2 = migrate_v1(v1)
+    R.check_record(v2)
+    c = {x["id"]: x for x in v2["claims"]}
+    assert list(c) == ["original", "mini", "all", "multi"]  # a0 and every2 were duplicates
+    assert c["original"]["kind"] == "check" and c["original"]["verdict"] == REPRODUCED
+    assert c["mini"]["kind"] == "claim" and c["mini"]["verdict"] == INCONCLUSIVE  # one run per arm
+    assert c["mini"]["ours_std"] is None  # a spread with n = 1 was assumed: dropped
+    assert c["all"]["rule"].startswith("lower than [mini]")  # references follow the kept id
+    assert c["multi"]["verdict"] == REPRODUCED and "unpaired" in c["multi"]["evidence"]
+    assert migrate_v1(v2) == v2  # idempotent
+
+
+def test_migrate_renames_the_albef_collision():
+    from course_lib.results.migrate import migrate_v1
+
+    v1 = _v1([
+        ("clean_mlm_itm", "[clean pairs, ITC shortlist + ITM re-rank (official)] MLM + ITM", 7.4, None, 1,
+         "at least 1.07 (band ours ± 2·SE)", REPRODUCED),
+        ("clean_itc_mlm_itm", "[clean pairs, ITC ranking only (our addition)] MLM + ITM", 6.5, None, 1,
+         "at least 1.07 (band ours ± 2·SE)", REPRODUCED),
+    ])
+    v1["notebook"] = "01_albef"
+    ids = [x["id"] for x in migrate_v1(v1)["claims"]]
+    assert ids == ["clean_mlm_itm", "clean_itcrank_mlm_itm"]

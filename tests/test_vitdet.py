@@ -223,6 +223,7 @@ def test_claims_are_made_on_box_and_on_mask_ap():
         assert c["t1_sfp"].ours == 6.0 and c["t1_sfp"].paper == vd.PAPER["table1_vit_b"]["sfp"][0]
         if masks:
             m = c["t1_sfp_mask"]
-            assert m.ours == 7.0 and m.paper == vd.PAPER["table1_vit_b"]["sfp"][1] and m.verdict == "reproduced"
-            assert c["t2_global_mask"].verdict == "inconclusive"  # 6.9 vs 6.9 + 0.1: under the margin
-            assert c["t4_mae_vs_supervised_mask"].verdict == "not reproduced"  # 7.0 < 7.5
+            assert m.ours == 7.0 and m.paper == vd.PAPER["table1_vit_b"]["sfp"][1]
+            # one run per arm: a claim, never decided (scoreboard v2 needs 3 paired seeds)
+            assert m.kind == "claim" and m.verdict == "inconclusive" and "one run" in m.evidence
+            assert c["t4_mae_vs_supervised_mask"].verdict == "inconclusive"

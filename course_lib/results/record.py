@@ -20,6 +20,9 @@ import pandas as pd
 
 from course_lib import paths
 from course_lib.results.rules import (
+    CHECK,
+    CLAIM,
+    KINDS,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -59,7 +62,13 @@ def parse_number(value: Any) -> float | None:
 
 @dataclass
 class Claim:
-    """One row of the "paper vs. ours" table (the JSON ``claims`` entries)."""
+    """One row of the "paper vs. ours" table (the JSON ``claims`` entries).
+
+    ``kind`` is ``"claim"`` (a statement of the paper that can fail) or ``"check"`` (a sanity
+    figure); ``headline`` marks the paper's headline claims (fixed ids). ``runs`` are the
+    per-seed values behind ``ours`` (for ``seeds``, in that order), ``None`` for one number.
+    ``evidence`` holds the numbers the rule decided on (mean difference, SE, interval).
+    """
 
     id: str
     claim: str
@@ -71,11 +80,14 @@ class Claim:
     rule: str
     verdict: str
     note: str = ""
-    evidence: str = ""  # the numbers the rule used; shown in tables, not stored in the JSON
+    evidence: str = ""
+    kind: str = CHECK
+    headline: bool = False
+    seeds: list[int] | None = None
+    runs: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("evidence")
         return {k: d[k] for k in CLAIM_KEYS}
 
 
@@ -174,6 +186,7 @@ class Results:
             "elapsed_s": None,
         }
         self.claims: list[Claim] = []
+        self._rules: dict[str, Rule] = {}
 
     # -- recording ---------------------------------------------------------------------------
     def add(
@@ -188,32 +201,60 @@ class Results:
         unit: str = "%",
         rule: Rule,
         note: str = "",
+        seeds: Sequence[int] | None = None,
+        kind: str | None = None,
+        headline: bool = False,
     ) -> Claim:
-        """Add one claim and judge it with ``rule``; returns the :class:`Claim`.
+        """Add one row and judge it with ``rule``; returns the :class:`Claim`.
 
         ``paper`` is a number or a string such as ``"+1.6"`` (a delta: say so in ``claim`` or
         with ``unit="pp"``); it is stored as a number (``None`` for a qualitative claim).
-        ``ours`` is the mean over ``n`` runs with standard deviation ``ours_std``, or a list of
-        per-seed values (mean, sample std and n are then computed). Adding an id again
-        replaces that claim.
+        ``ours`` is a list of per-seed values (for ``seeds``, in that order; their mean, sample
+        standard deviation and n are computed, and a :class:`Better` or :class:`Equivalent`
+        rule pairs them seed by seed with its baseline's), or one number (one run; a spread
+        ``ours_std`` with ``n`` is accepted only from records that kept no per-seed values and
+        must have been measured, ``n >= 2``).
+
+        ``kind`` defaults to the rule's (``"claim"`` for Better/Equivalent, ``"check"`` for
+        AtLeast/AtMost/Within); ``headline=True`` marks one of the paper's headline claims.
+        An id can be added once: adding it again raises ``ValueError``, and so does a second
+        claim on the same pair of runs (one pair of runs is one claim).
         """
         if not isinstance(rule, Rule):
-            raise TypeError(f"rule must be a Rule object (Better, Within, AtLeast, AtMost), "
-                            f"got {rule!r}")
+            raise TypeError(f"rule must be a Rule object (Better, Equivalent, Within, AtLeast, "
+                            f"AtMost), got {rule!r}")
+        id = str(id)
+        if any(x.id == id for x in self.claims):
+            raise ValueError(f"claim id {id!r} was already added to {self.notebook}; ids are "
+                             "unique (a second row with it would overwrite the first)")
+        kind = rule.kind if kind is None else kind
+        if kind not in KINDS:
+            raise ValueError(f"claim {id!r}: kind must be one of {KINDS}, got {kind!r}")
+        if headline and kind != CLAIM:
+            raise ValueError(f"claim {id!r}: a headline row must be a claim (kind='claim')")
+        runs: list[float] | None = None
         if isinstance(ours, (list, tuple)) or (
             hasattr(ours, "ndim") and getattr(ours, "ndim") >= 1
         ):
-            values = [float(v) for v in ours]
-            if not values:
+            runs = [float(v) for v in ours]
+            if not runs:
                 raise ValueError(f"claim {id!r}: ours is an empty list")
-            if n is not None and n != len(values):
-                raise ValueError(f"claim {id!r}: n={n} but {len(values)} values given")
-            mean = math.fsum(values) / len(values)
-            if ours_std is None and len(values) > 1:
-                ours_std = math.sqrt(
-                    math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
-                )
-            ours, n = mean, len(values)
+            if n is not None and n != len(runs):
+                raise ValueError(f"claim {id!r}: n={n} but {len(runs)} values given")
+            if ours_std is not None:
+                raise ValueError(f"claim {id!r}: ours_std is computed from the per-seed values")
+            if not all(math.isfinite(v) for v in runs):
+                raise ValueError(f"claim {id!r}: per-seed values must be finite, got {runs}")
+            mean = math.fsum(runs) / len(runs)
+            if len(runs) > 1:
+                ours_std = math.sqrt(math.fsum((v - mean) ** 2 for v in runs) / (len(runs) - 1))
+            ours, n = mean, len(runs)
+        if seeds is not None:
+            seeds = [int(s) for s in seeds]
+            if runs is None or len(seeds) != len(runs):
+                raise ValueError(f"claim {id!r}: seeds={seeds} need one per-seed value each")
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"claim {id!r}: seeds must differ, got {seeds}")
         ours = float(ours)
         if not math.isfinite(ours):
             raise ValueError(f"claim {id!r}: ours must be finite, got {ours}")
@@ -226,16 +267,50 @@ class Results:
                 ours_std = None  # e.g. mean_std of a single value
             elif ours_std < 0:
                 raise ValueError(f"claim {id!r}: ours_std must be >= 0")
+            elif n < 2:
+                raise ValueError(f"claim {id!r}: ours_std with n={n}: a spread is measured over "
+                                 "at least two runs, never assumed")
         c = Claim(
-            id=str(id), claim=str(claim), paper=parse_number(paper), ours=ours,
+            id=id, claim=str(claim), paper=parse_number(paper), ours=ours,
             ours_std=ours_std, n=n, unit=str(unit), rule=str(rule), verdict=INCONCLUSIVE,
-            note=str(note),
+            note=str(note), kind=kind, headline=bool(headline), seeds=seeds, runs=runs,
         )  # fmt: skip
-        others = {x.id: x for x in self.claims if x.id != c.id}
+        others = {x.id: x for x in self.claims}
+        same = self._same_pair(c, rule, others)
+        if same is not None:
+            raise ValueError(f"claim {id!r} compares the same pair of runs as claim {same!r}: "
+                             "one pair of runs is one claim")
         c.verdict, c.evidence = rule.judge(c, others)
         assert c.verdict in VERDICTS, c.verdict
-        self.claims = [x for x in self.claims if x.id != c.id] + [c]
+        self.claims.append(c)
+        self._rules[id] = rule
         return c
+
+    def _same_pair(self, c: Claim, rule: Rule, others: Mapping[str, Claim]) -> str | None:
+        """The id of an earlier claim on the same two arms as ``c``, if any."""
+        if c.kind != CLAIM or not hasattr(rule, "than"):
+            return None
+
+        # An arm is recognised by its per-seed values; single runs, and runs without spread
+        # (a model stuck at chance gives the same number at every seed), can coincide by chance
+        # and are never taken for the same arm.
+        def arm(x: Claim) -> tuple | None:
+            return tuple(x.runs) if x.runs and len(x.runs) > 1 and x.ours_std else None
+
+        if arm(c) is None:
+            return None
+
+        def base(r: Rule) -> tuple | None:
+            t = r.than
+            return arm(others[t]) if isinstance(t, str) and t in others else (t,)
+
+        me = {arm(c), base(rule)}
+        for x in self.claims:
+            r = self._rules.get(x.id)
+            if (x.kind == CLAIM and r is not None and hasattr(r, "than") and None not in me
+                    and {arm(x), base(r)} == me):
+                return x.id
+        return None
 
     def __getitem__(self, id: str) -> Claim:
         for c in self.claims:
@@ -289,7 +364,7 @@ class Results:
         return claims_table(self.claims)
 
     def summary(self) -> str:
-        return verdict_summary([c.verdict for c in self.claims])
+        return verdict_summary(self.claims)
 
     def _repr_html_(self) -> str:
         return f"<b>{self.title}</b>: {self.summary()}" + self.table()._repr_html_()
@@ -340,12 +415,17 @@ class ClaimsTable(pd.DataFrame):
             return super().__repr__()
 
 
+def _kind_text(d: Mapping[str, Any]) -> str:
+    return ("headline claim" if d.get("headline") else d.get("kind", CHECK))
+
+
 def claims_table(claims: Iterable[Claim | Mapping[str, Any]]) -> ClaimsTable:
     rows = []
     for c in claims:
-        d = c if isinstance(c, Mapping) else {**c.to_json(), "evidence": c.evidence}
+        d = c if isinstance(c, Mapping) else c.to_json()
         rows.append({
             "id": d["id"],
+            "kind": _kind_text(d),
             "claim": d["claim"],
             "paper": d["paper"],
             "ours": _ours_text(d["ours"], d["ours_std"], d["n"]),
@@ -354,17 +434,43 @@ def claims_table(claims: Iterable[Claim | Mapping[str, Any]]) -> ClaimsTable:
             "rule": d["rule"] + (f" [{d['evidence']}]" if d.get("evidence") else ""),
             "note": d["note"],
         })  # fmt: skip
-    cols = ["id", "claim", "paper", "ours", "unit", "verdict", "rule", "note"]
+    cols = ["id", "kind", "claim", "paper", "ours", "unit", "verdict", "rule", "note"]
     return ClaimsTable(rows, columns=cols).set_index("id")
 
 
-def verdict_summary(verdicts: Sequence[str]) -> str:
-    """E.g. ``"2/3 reproduced, 1 inconclusive"``; ``"no claims"`` when empty."""
-    if not verdicts:
+def counts(claims: Iterable[Claim | Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{"headline" | "claims" | "checks": {"reproduced": r, "total": n, "not reproduced": k,
+    "inconclusive": m}}`` (for checks "reproduced" reads "passed")."""
+    out = {g: {"reproduced": 0, "total": 0, NOT_REPRODUCED: 0, INCONCLUSIVE: 0}
+           for g in ("headline", "claims", "checks")}
+    for c in claims:
+        d = c if isinstance(c, Mapping) else c.to_json()
+        groups = ["checks"] if d.get("kind", CHECK) == CHECK else ["claims"]
+        if d.get("headline"):
+            groups.append("headline")
+        for g in groups:
+            out[g]["total"] += 1
+            out[g][d["verdict"] if d["verdict"] != REPRODUCED else "reproduced"] += 1
+    return out
+
+
+def verdict_summary(claims: Sequence[Claim | Mapping[str, Any] | str]) -> str:
+    """E.g. ``"paper claims reproduced: 2 of 3 (headline 1 of 2); checks passed: 5 of 6"``.
+
+    Given plain verdict strings (older callers), every one counts as a claim."""
+    if not claims:
         return "no claims"
-    s = f"{sum(v == REPRODUCED for v in verdicts)}/{len(verdicts)} reproduced"
-    for v in (NOT_REPRODUCED, INCONCLUSIVE):
-        k = sum(x == v for x in verdicts)
-        if k:
-            s += f", {k} {v}"
-    return s
+    if all(isinstance(c, str) for c in claims):
+        claims = [{"kind": CLAIM, "verdict": v} for v in claims]
+    k = counts(claims)  # type: ignore[arg-type]
+    parts = []
+    if k["claims"]["total"]:
+        s = f"paper claims reproduced: {k['claims']['reproduced']} of {k['claims']['total']}"
+        if k["headline"]["total"]:
+            s += f" (headline {k['headline']['reproduced']} of {k['headline']['total']})"
+        parts.append(s)
+    else:
+        parts.append("no paper claims")
+    if k["checks"]["total"]:
+        parts.append(f"checks passed: {k['checks']['reproduced']} of {k['checks']['total']}")
+    return "; ".join(parts)

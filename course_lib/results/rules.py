@@ -1,9 +1,17 @@
-"""The verdict rules of the "paper vs. ours" records (:class:`Better`, :class:`Within`,
-:class:`AtLeast`, :class:`AtMost`), the three verdicts and the number formatting they use."""
+"""The verdict rules of the "paper vs. ours" records, the three verdicts and the number
+formatting they use.
+
+Scoreboard v2 tells two kinds of rows apart. A *claim* is a statement of the paper that can fail
+(method A beats B, an ablation hurts, A matches B): :class:`Better` and :class:`Equivalent`,
+decided on the paired per-seed differences of two arms run with the same seeds, 95% interval,
+never "reproduced" with fewer than 3 seeds. A *check* is a sanity figure (learns, above chance,
+parameter and FLOP counts, reference rows): :class:`AtLeast`, :class:`AtMost`, :class:`Within`.
+Only claims count as reproduced in the README and the report."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 if TYPE_CHECKING:
     from course_lib.results.record import Claim
@@ -12,6 +20,10 @@ REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+CLAIM = "claim"  # a statement of the paper that can fail (only these count as reproduced)
+CHECK = "check"  # a sanity figure: learns, above chance, counts, references
+KINDS = (CLAIM, CHECK)
 
 # z-value of the noise band: a difference larger than 2 standard errors is "beyond noise"
 NOISE_Z = 2.0
@@ -57,6 +69,8 @@ class Rule:
     ``str(rule)`` (what is stored in the JSON) is the description.
     """
 
+    kind = CHECK  # what a row judged by this rule is, unless said otherwise
+
     def judge(self, claim: "Claim", others: Mapping[str, "Claim"]) -> tuple[str, str]:
         raise NotImplementedError
 
@@ -78,89 +92,218 @@ def _se(std: float | None, n: int) -> float | None:
     return float(std) / math.sqrt(max(int(n), 1))
 
 
-class Better(Rule):
-    """"Ours beats a baseline": the baseline is another claim's ``ours`` (by id) or a number.
+# ---------------------------------------------------------------------------------------------
+# Scoreboard v2: claims are decided on paired per-seed differences
+# ---------------------------------------------------------------------------------------------
+CONFIDENCE = 0.95  # two-sided level of the interval a claim is judged on
+MIN_SEEDS = 3      # fewer pairs than this: always "inconclusive"
 
-    With ``diff`` = (ours − baseline), sign-flipped when lower is better, and the noise band
-    ``noise = 2·SE``, ``SE = sqrt(s_a²/n_a + s_b²/n_b)`` (standard error of a difference of
-    two means over seeds; a numeric baseline has no spread):
 
-    * **reproduced** when ``diff > max(min_effect, noise)``. Two separate tests: the effect
-      is beyond seed noise (2 SE is the ~95% two-sided band of a normal difference, the
-      usual "two standard errors" a reader can check by hand in the table) *and* it is at
-      least as large as the smallest effect that matters (``min_effect``, in the claim's
-      unit). We use the maximum, not the sum, of the two: demanding that the whole
-      confidence interval clear ``min_effect`` would need far more seeds than a 15-minute
-      CPU budget allows, while each condition on its own is easy to read and to justify.
-    * **not reproduced** when ``diff < −noise``: the baseline is clearly better.
-    * **not reproduced** when the difference stays inside the noise band although both
-      sides were run with at least ``min_seeds`` (default 3) seeds: with that many runs
-      the claimed advantage should have separated from seed noise, so at our scale it
-      does not hold.
-    * **inconclusive** otherwise: within noise, with too few seeds to estimate the spread
-      reliably (the spread is too large, or too uncertain, to tell).
 
-    Spread: a side's standard deviation is used with its ``n``; when only one side has one,
-    the other side (a single run) is assumed to have the same per-run spread. When neither
-    side has a spread (single runs) the noise band is 0, so the verdict rests on the point
-    estimate: reproduced if ``diff > min_effect``, not reproduced if ``diff < 0``, else
-    inconclusive. Record several seeds for a noise-aware verdict.
+@dataclass(frozen=True)
+class Interval:
+    """The ``CONFIDENCE`` interval of a mean difference: ``mean``, standard error ``se``,
+    ``lo``/``hi`` (Student's t with ``dof`` degrees of freedom), ``n`` pairs; ``paired`` says
+    whether it came from per-seed differences (else from two independent means, which is
+    wider: it cannot cancel the noise both arms share)."""
+
+    mean: float
+    se: float
+    lo: float
+    hi: float
+    n: int
+    dof: int
+    paired: bool
+
+    def text(self) -> str:
+        how = "paired" if self.paired else "unpaired"
+        if not math.isfinite(self.se):
+            runs = "one run" if self.n < 2 else f"{self.n} runs without a spread"
+            return f"{how} diff {_signed(self.mean)} from {runs} per arm, no interval"
+        return (f"{how} diff {_signed(self.mean)} ± {_fmt_spread(self.se)} SE (n={self.n}), "
+                f"{CONFIDENCE * 100:g}% CI [{_signed(self.lo)}, {_signed(self.hi)}]")
+
+
+def _t(dof: int) -> float:
+    from scipy import stats
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof))
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float] | float) -> Interval:
+    """The interval of ``mean(a_i - b_i)`` over pairs ``i`` (``b`` a number: one sample)."""
+    bs = [float(b)] * len(a) if isinstance(b, (int, float)) else [float(x) for x in b]
+    if len(bs) != len(a):
+        raise ValueError(f"paired runs need the same number of seeds: {len(a)} vs {len(bs)}")
+    d = [float(x) - y for x, y in zip(a, bs)]
+    n = len(d)
+    mean = math.fsum(d) / n
+    if n < 2:
+        return Interval(mean, float("nan"), float("-inf"), float("inf"), n, 0, True)
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1))
+    se = sd / math.sqrt(n)
+    half = _t(n - 1) * se
+    return Interval(mean, se, mean - half, mean + half, n, n - 1, True)
+
+
+def unpaired_interval(mean_a: float, std_a: float | None, n_a: int,
+                      mean_b: float, std_b: float | None, n_b: int) -> Interval:
+    """The interval of ``mean_a − mean_b`` from two summaries (records without per-seed
+    values): Welch's standard error with the smaller side's degrees of freedom (conservative).
+    A side without a measured spread (one run) gives an unbounded interval."""
+    n = min(int(n_a), int(n_b))
+    mean = float(mean_a) - float(mean_b)
+    if std_a is None or std_b is None or n < 2:
+        return Interval(mean, float("nan"), float("-inf"), float("inf"), n, 0, False)
+    se = math.sqrt(float(std_a) ** 2 / n_a + float(std_b) ** 2 / n_b)
+    half = _t(n - 1) * se
+    return Interval(mean, se, mean - half, mean + half, n, n - 1, False)
+
+
+def _oriented(iv: Interval, higher_is_better: bool) -> Interval:
+    """The interval in the paper's direction (positive = the paper's side)."""
+    if higher_is_better:
+        return iv
+    return Interval(-iv.mean, iv.se, -iv.hi, -iv.lo, iv.n, iv.dof, iv.paired)
+
+
+class _PairedRule(Rule):
+    """Shared by :class:`Better` and :class:`Equivalent`: a claim (``kind = "claim"``) about
+    ``ours − baseline``, where the baseline is another claim's runs (by id) or a number.
+
+    When both arms carry per-seed values (``runs``) for the same ``seeds``, the rule is decided
+    on the per-seed differences (paired: the noise both arms share cancels). A record without
+    per-seed values (older records) is judged on the two means and spreads (unpaired, wider).
     """
 
-    def __init__(
-        self,
-        than: str | float,
-        higher_is_better: bool = True,
-        min_effect: float = 0.0,
-        min_seeds: int = 3,
-    ):
-        if min_effect < 0:
-            raise ValueError(f"min_effect must be >= 0, got {min_effect}")
+    kind = CLAIM
+
+    def __init__(self, than: str | float, higher_is_better: bool = True):
         if isinstance(than, bool) or not isinstance(than, (str, int, float)):
-            raise TypeError(f"Better(than=...) takes a claim id or a number, got {than!r}")
+            raise TypeError(f"{type(self).__name__}(than=...) takes a claim id or a number, "
+                            f"got {than!r}")
         self.than = than if isinstance(than, str) else float(than)
         self.higher_is_better = bool(higher_is_better)
-        self.min_effect = float(min_effect)
-        self.min_seeds = int(min_seeds)
 
-    def describe(self) -> str:
-        base = f"[{self.than}]" if isinstance(self.than, str) else _fmt(self.than)
-        op = "higher" if self.higher_is_better else "lower"
-        s = f"{op} than {base} by > max({_fmt(self.min_effect)}, 2·SE)"
-        return s + f"; a tie with ≥{self.min_seeds} seeds per side is not reproduced"
+    def _base_text(self) -> str:
+        return f"[{self.than}]" if isinstance(self.than, str) else _fmt(self.than)
 
-    def _baseline(self, others: Mapping[str, "Claim"]) -> tuple[float, float | None, int]:
+    def baseline(self, others: Mapping[str, "Claim"]) -> "Claim | float":
         if isinstance(self.than, str):
             if self.than not in others:
                 known = ", ".join(others) or "none"
                 raise KeyError(
-                    f"Better({self.than!r}): no claim with that id was added before; "
-                    f"added so far: {known}"
+                    f"{type(self).__name__}({self.than!r}): no claim with that id was added "
+                    f"before; added so far: {known}"
                 )
-            b = others[self.than]
-            return b.ours, b.ours_std, b.n
-        return self.than, 0.0, 1
+            return others[self.than]
+        return self.than
+
+    def interval(self, claim: "Claim", others: Mapping[str, "Claim"]) -> Interval:
+        b = self.baseline(others)
+        if isinstance(b, float):
+            if claim.runs:
+                iv = paired_interval(claim.runs, b)
+                iv = Interval(iv.mean, iv.se, iv.lo, iv.hi, iv.n, iv.dof, False)
+            else:
+                iv = unpaired_interval(claim.ours, claim.ours_std, claim.n, b, 0.0, 10**9)
+        elif claim.runs and b.runs and len(claim.runs) == len(b.runs) and claim.seeds == b.seeds:
+            iv = paired_interval(claim.runs, b.runs)
+        else:
+            iv = unpaired_interval(claim.ours, claim.ours_std, claim.n, b.ours, b.ours_std, b.n)
+        return _oriented(iv, self.higher_is_better)
+
+
+class Better(_PairedRule):
+    """"Ours beats a baseline" (``than``: another claim's id, or a number), by more than
+    ``min_effect`` (a margin in the claim's unit, default 0).
+
+    With ``d_i = ours_i − baseline_i`` for each seed ``i`` (sign-flipped when lower is
+    better), ``n`` pairs, and the 95% interval ``mean(d) ± t(n−1)·SE``:
+
+    * **inconclusive** whenever ``n < 3``: two runs cannot tell an effect from seed noise;
+    * **reproduced** when the whole interval lies above ``min_effect`` (excludes 0 in the
+      paper's direction, or beyond the stated margin);
+    * **not reproduced** when the whole interval lies below ``min_effect`` (the other side,
+      or an effect smaller than the margin), or inside the "no effect" band
+      ``±no_effect`` when one is stated;
+    * **inconclusive** otherwise: more seeds would tell.
+    """
+
+    def __init__(self, than: str | float, higher_is_better: bool = True,
+                 min_effect: float = 0.0, no_effect: float | None = None):
+        super().__init__(than, higher_is_better)
+        if min_effect < 0:
+            raise ValueError(f"min_effect must be >= 0, got {min_effect}")
+        if no_effect is not None and no_effect < 0:
+            raise ValueError(f"no_effect must be >= 0, got {no_effect}")
+        self.min_effect = float(min_effect)
+        self.no_effect = None if no_effect is None else float(no_effect)
+
+    def describe(self) -> str:
+        op = "higher" if self.higher_is_better else "lower"
+        s = f"{op} than {self._base_text()}: {CONFIDENCE * 100:g}% CI of the paired difference "
+        s += f"above {_fmt(self.min_effect)}" if self.min_effect else "excludes 0"
+        if self.no_effect is not None:
+            s += f"; inside ±{_fmt(self.no_effect)} is no effect"
+        return s + f"; n ≥ {MIN_SEEDS} seeds"
 
     def judge(self, claim: "Claim", others: Mapping[str, "Claim"]) -> tuple[str, str]:
-        b_mean, b_std, b_n = self._baseline(others)
-        a_std, a_n = claim.ours_std, claim.n
-        if a_std is None and b_std is not None and isinstance(self.than, str):
-            a_std = b_std  # same per-run spread assumed for the single run
-        if b_std is None and a_std is not None:
-            b_std = a_std
-        diff = (claim.ours - b_mean) * (1.0 if self.higher_is_better else -1.0)
-        se_a, se_b = _se(a_std, a_n), _se(b_std, b_n)
-        known = se_a is not None and se_b is not None
-        noise = NOISE_Z * math.hypot(se_a, se_b) if known else 0.0
-        evidence = f"diff {_signed(diff)}, 2·SE {_fmt(noise) if known else 'unknown'}"
-        if diff > max(self.min_effect, noise):
+        iv = self.interval(claim, others)
+        evidence = iv.text()
+        if iv.n < MIN_SEEDS:
+            return INCONCLUSIVE, evidence + f"; fewer than {MIN_SEEDS} seeds"
+        if iv.lo > self.min_effect:
             return REPRODUCED, evidence
-        if diff < -noise:
+        if iv.hi < self.min_effect:
             return NOT_REPRODUCED, evidence
-        enough = known and a_n >= self.min_seeds and (
-            b_n >= self.min_seeds or not isinstance(self.than, str)
-        )
-        return (NOT_REPRODUCED if enough else INCONCLUSIVE), evidence
+        if self.no_effect is not None and -self.no_effect <= iv.lo and iv.hi <= self.no_effect:
+            return NOT_REPRODUCED, evidence + "; inside the no-effect band"
+        return INCONCLUSIVE, evidence
+
+
+class Equivalent(_PairedRule):
+    """"Ours matches the baseline" (``one_sided=False``: the interval of the paired difference
+    lies inside ``±tolerance``) or "is no worse" (``one_sided=True``: the interval lies above
+    ``−tolerance`` in the paper's direction). The tolerance is stated beside the claim.
+
+    inconclusive whenever ``n < 3``; not reproduced when the interval lies entirely outside
+    the tolerated region; inconclusive when it straddles an edge.
+    """
+
+    def __init__(self, than: str | float, tolerance: float, higher_is_better: bool = True,
+                 one_sided: bool = False):
+        super().__init__(than, higher_is_better)
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        self.tolerance = float(tolerance)
+        self.one_sided = bool(one_sided)
+
+    def describe(self) -> str:
+        tol = _fmt(self.tolerance)
+        if self.one_sided:
+            op = "no worse" if self.higher_is_better else "no higher"
+            s = f"{op} than {self._base_text()}: {CONFIDENCE * 100:g}% CI of the paired difference above −{tol}"
+        else:
+            s = f"matches {self._base_text()}: {CONFIDENCE * 100:g}% CI of the paired difference inside ±{tol}"
+        return s + f"; n ≥ {MIN_SEEDS} seeds"
+
+    def judge(self, claim: "Claim", others: Mapping[str, "Claim"]) -> tuple[str, str]:
+        iv = self.interval(claim, others)
+        tol = self.tolerance
+        evidence = iv.text() + f", tolerance {_fmt(tol)}"
+        if iv.n < MIN_SEEDS:
+            return INCONCLUSIVE, evidence + f"; fewer than {MIN_SEEDS} seeds"
+        if self.one_sided:
+            if iv.lo > -tol:
+                return REPRODUCED, evidence
+            if iv.hi < -tol:
+                return NOT_REPRODUCED, evidence
+            return INCONCLUSIVE, evidence
+        if -tol < iv.lo and iv.hi < tol:
+            return REPRODUCED, evidence
+        if iv.hi < -tol or iv.lo > tol:
+            return NOT_REPRODUCED, evidence
+        return INCONCLUSIVE, evidence
 
 
 class _IntervalRule(Rule):

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from course_lib.results.rules import VERDICTS
+from course_lib.results.rules import KINDS, VERDICTS
 
 TOP_KEYS = ("notebook", "title", "paper_url", "profile", "params", "meta", "claims")
 META_KEYS = ("date", "commit", "dirty", "machine", "python", "torch", "device", "elapsed_s")
 CLAIM_KEYS = (
-    "id", "claim", "paper", "ours", "ours_std", "n", "unit", "rule", "verdict", "note",
+    "id", "kind", "headline", "claim", "paper", "ours", "ours_std", "n", "seeds", "runs", "unit",
+    "rule", "verdict", "evidence", "note",
 )  # fmt: skip
 
 
@@ -27,8 +28,16 @@ def check_record(record: Mapping[str, Any], source: str = "record") -> None:
                 problems.append(f"claims[{i}] is not an object")
                 continue
             problems += [f"claims[{i}]: missing key {k!r}" for k in CLAIM_KEYS if k not in c]
+            if c.get("kind") not in KINDS:
+                problems.append(f"claims[{i}]: kind {c.get('kind')!r} not in {KINDS}")
+            if c.get("headline") and c.get("kind") != "claim":
+                problems.append(f"claims[{i}]: a headline row must be a claim")
             if c.get("verdict") not in VERDICTS:
                 problems.append(f"claims[{i}]: verdict {c.get('verdict')!r} not in {VERDICTS}")
+        ids = [c.get("id") for c in claims if isinstance(c, Mapping)]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            problems.append(f"duplicate claim ids {dup}")
     elif "claims" in record:
         problems.append("claims is not a list")
     if problems:

@@ -49,13 +49,16 @@ def scoreboard(records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         for c in r["claims"]:
             rows.append({
                 "notebook": nb,
+                "kind": "headline claim" if c.get("headline") else c.get("kind", "check"),
                 "claim": c["claim"],
                 "paper": _with_unit(_fmt(c["paper"]), c["unit"]) if c["paper"] is not None
                 else "—",
                 "ours": _ours_text(c["ours"], c["ours_std"], c["n"], c["unit"]),
                 "verdict": c["verdict"],
+                "evidence": c.get("evidence", ""),
                 "run date": date,
                 "commit": commit,
             })  # fmt: skip
-    cols = ["notebook", "claim", "paper", "ours", "verdict", "run date", "commit"]
+    cols = ["notebook", "kind", "claim", "paper", "ours", "verdict", "evidence", "run date",
+            "commit"]
     return pd.DataFrame(rows, columns=cols)

@@ -74,7 +74,6 @@ from .experiment import (
     NOTEBOOK,
     PAPER_URL,
     PARAMS,
-    SINGLE_SEED_STD_PP,
     TITLE,
     LadderData,
     StepRun,

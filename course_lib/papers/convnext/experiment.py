@@ -253,15 +253,6 @@ def results_table(res: dict[str, Any]):
 # reproduced when our mean change stays within this many percentage points.
 NO_CHANGE_TOLERANCE_PP = 1.0
 
-# Seed-to-seed standard deviation of one step's test top-1 in the study setting (6 shapes,
-# 5,000 images x 3 epochs, 1,000 test images), pooled over the 13 steps of 5 seeds each in
-# calibration (docs/calibration.md: most steps 1-2.5 pp, the patchify step 6.8 pp and ConvNeXt
-# 14.4 pp, which sometimes takes off late). A step trained with one seed has no spread of its
-# own; its claims use this one, so that a single run is not read more precisely than the method
-# allows: a change between two single runs must exceed 2 * sqrt(2) * 4.7 = 13 pp to be judged.
-SINGLE_SEED_STD_PP = 4.7
-
-
 def recorder(P: config.Params):
     """The notebook's results recorder; make it first, so its clock times the whole run."""
     from course_lib.results import Results
@@ -277,9 +268,8 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
       (``Better``; a step with no change in the paper must stay within
       ``NO_CHANGE_TOLERANCE_PP`` of its predecessor, ``Within`` on the per-seed differences);
     * the final ConvNeXt beats the ResNet-50 baseline;
-    * steps trained with one seed get the spread ``SINGLE_SEED_STD_PP`` measured in calibration
-      (the note says so), so their verdicts are noise-aware too: a change smaller than about
-      13 pp between two single runs is inconclusive;
+    * a step trained with one seed has no spread: its claims stay inconclusive (scoreboard v2
+      decides a claim on at least 3 paired seeds; a spread is measured, never assumed);
     * at 224 px, 1000 classes, our networks' GMACs are within 10% of the paper's GFLOPs for
       every step the paper gives one, and the parameters of ResNet-50 and ConvNeXt-T/S/B/L are
       within 5% (deterministic; they check that the ladder builds what the paper built).
@@ -290,16 +280,12 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
     top1 = res["top1"]
     chance = 100.0 / res["num_classes"]
     trained = [k for k in STEP_KEYS if k in top1]
-    assumed = f"one seed: spread {SINGLE_SEED_STD_PP:g} pp assumed from calibration"
-
     def spread(values: Sequence[float], scale: float = 1.0) -> dict:
-        """``ours`` arguments: per-seed values, or one value with the calibrated spread."""
-        if len(values) > 1:
-            return {"ours": list(values)}
-        return {"ours": values[0], "ours_std": SINGLE_SEED_STD_PP * scale, "n": 1}
+        """``ours`` arguments: the per-seed values (seeds ``P.seed, P.seed + 1, ...``)."""
+        return {"ours": list(values)}
 
     def note(values: Sequence[float], text: str = "") -> str:
-        return "; ".join(t for t in (text, assumed if len(values) == 1 else "") if t)
+        return "; ".join(t for t in (text, "one seed: no spread" if len(values) == 1 else "") if t)
 
     prev = None
     for key in trained:

@@ -426,10 +426,11 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
             paper=t1["ws_wt_wd"], ours=top["ws_wt_wd"], rule=Better("ws_wd", min_effect=m1))
     rec.add("minivit_vs_original", "MiniViT beats the original with half the parameters [Table 1, 80.7 vs 79.9]",
             paper=t1["ws_wt_wd"], ours=top["ws_wt_wd"], rule=Better("original", min_effect=m1))
-    rec.add("every2", "MiniViT sharing every 2 layers beats the original [Table 2, DeiT-B 83.2 vs 81.8]",
-            paper=t2["every-2"], ours=top["every-2"], rule=Better("original", min_effect=m))
+    # Table 2's "every 2" (DeiT-B 83.2 vs 81.8) is our MiniViT run above: the same pair of runs
+    # as minivit_vs_original, so it is one claim, not two.
     rec.add("all", "sharing all layers is worse than sharing every 2 [Table 2, DeiT-B 79.8 vs 83.2]",
-            paper=t2["all"], ours=top["all"], rule=Better("every2", higher_is_better=False, min_effect=m))
+            paper=t2["all"], ours=top["all"],
+            rule=Better("minivit_vs_original", higher_is_better=False, min_effect=m))
     if "pred" in top:  # Table 3 was run
         rec.add("t3_pred", "prediction-logit distillation beats no distillation [Table 3, 81.2 vs 79.2]",
                 paper=t3["pred"], ours=top["pred"], rule=Better("ws_wt", min_effect=m))

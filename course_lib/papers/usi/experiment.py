@@ -351,9 +351,11 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
     abl = P.ablation_family
     seed = P.seed
     t6 = PAPER["table6"]
-    base_id = f"{abl}_a0"
-    rec.add(base_id, f"ablation student ({abl}), α_kd = 0 [Table 6]", paper=t6[0.0],
-            ours=_accs(runs, "no_kd", abl, seed=seed), rule=AtLeast(chance))
+    # α_kd = 0 is the Table 2 run of the same student without KD (one run, one row)
+    base_id = f"{abl}_no_kd"
+    if base_id not in {c.id for c in rec.claims}:
+        rec.add(base_id, f"ablation student ({abl}), α_kd = 0 [Table 6]", paper=t6[0.0],
+                ours=_accs(runs, "no_kd", abl, seed=seed), rule=AtLeast(chance))
     for r in sorted(select(runs, "alpha", abl), key=lambda r: r.alpha_kd):
         a = "inf" if math.isinf(r.alpha_kd) else f"{r.alpha_kd:g}"
         text = "KD only (no CE)" if a == "inf" else f"α_kd = {a}"
