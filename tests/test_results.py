@@ -450,3 +450,26 @@ def test_migrate_renames_the_albef_collision():
     v1["notebook"] = "01_albef"
     ids = [x["id"] for x in migrate_v1(v1)["claims"]]
     assert ids == ["clean_mlm_itm", "clean_itcrank_mlm_itm"]
+
+
+# ------------------------------------------------------------------------------ take-aways
+def test_takeaways_follow_the_verdicts():
+    from course_lib.results import Point, takeaways
+
+    pts = [Point("x", reproduced="X wins by {diff} (CI {ci}, n={n}).", not_reproduced="X loses ({diff}).",
+                 inconclusive="Too close to call ({diff})."),
+           Point("absent", "a", "b", "c", missing="This profile skips the ablation."),
+           "A fixed sentence."]
+    new, base = _arms(5)
+    r = rec()
+    r.add("base", "baseline", paper=None, ours=base, seeds=range(5), rule=AtLeast(0))
+    r.add("x", "x beats base", paper=1.0, ours=new, seeds=range(5), rule=Better("base"), headline=True)
+    md = takeaways(r, pts)
+    assert "paper claims reproduced: 1 of 1 (headline 1 of 1)" in md
+    assert "- *reproduced* (headline claim `x`): X wins by +1.02 ± 0.086% (CI [+0.781, +1.26], n=5)." in md
+    assert "This profile skips the ablation." in md and "- A fixed sentence." in md
+    assert md._repr_markdown_() == str(md)
+    r2 = rec()
+    r2.add("base", "baseline", paper=None, ours=new, seeds=range(5), rule=AtLeast(0))
+    r2.add("x", "x beats base", paper=1.0, ours=base, seeds=range(5), rule=Better("base"))
+    assert "X loses (−1.02 ± 0.086%)" in takeaways(r2.to_dict() | {"claims": [c.to_json() for c in r2.claims]}, pts)

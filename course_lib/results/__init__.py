@@ -76,6 +76,7 @@ from course_lib.results.rules import (  # noqa: F401
 )
 from course_lib.results.schema import CLAIM_KEYS, META_KEYS, TOP_KEYS, check_record
 from course_lib.results.store import load, load_all, scoreboard
+from course_lib.results.takeaways import Markdown, Point, takeaways
 
 __all__ = [
     "REPRODUCED",
@@ -89,6 +90,8 @@ __all__ = [
     "CHECK",
     "paired_interval",
     "counts",
+    "Point",
+    "takeaways",
     "Within",
     "AtLeast",
     "AtMost",
