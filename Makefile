@@ -10,10 +10,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
+# ZOO: zoo entries to build (empty = all); DEVICE: where to build them (empty = auto)
 # NB: notebook(s) to run (03_deit, 03 or notebooks/03_deit.ipynb); empty = all of them
 # PROFILE: smoke | study | paper; empty = the notebook's own default (study)
 # PARAMS: more papermill arguments, e.g. PARAMS='-p seed 1'
 NB          ?=
+ZOO         ?=
+DEVICE      ?=
 PROFILE     ?=
 PARAMS      ?=
 PYTEST_ARGS ?=
@@ -25,7 +28,7 @@ REPORT_PROFILE = $(or $(PROFILE),$(COURSE_PROFILE),study)
 # (MPLBACKEND is left alone here: Agg would hide the figures of `make run` and `make lab`.)
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: help venv run record lab test test-fast clean-notebooks refresh-outputs check-notebooks readme bench
+.PHONY: help venv run record lab test test-fast clean-notebooks refresh-outputs check-notebooks readme bench zoo
 
 help: ## list the targets
 	@echo "Vision Paper Study Notebooks"
@@ -74,6 +77,9 @@ run: $(STAMP) ## run notebook(s) headless with papermill into runs/<time>/ (resu
 	done; \
 	echo; echo "run notebooks and results: $(RUN_DIR)/"; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed" >&2; exit 1; fi
+
+zoo: $(STAMP) ## build the course zoo (pretrained models, model cards) for PROFILE (default study); ZOO='dino_vit ...' DEVICE=cuda
+	$(BIN)/python -m course_lib zoo build $(ZOO) --profile $(or $(PROFILE),study) $(if $(DEVICE),--device $(DEVICE))
 
 record: $(STAMP) ## maintainers: record NB=... (study profile) from a clean commit into results/<nb>/
 	@test -n "$(NB)" || { echo "usage: make record NB=03_deit [PROFILE=study] [PARAMS='-p seed 1']" >&2; exit 2; }

@@ -7,8 +7,10 @@
 ``readme [--check] [--readme FILE] [--results DIR] [--notebooks DIR] [--profile study]``
     regenerate the README's notebook table between ``<!-- notebooks:begin -->`` and
     ``<!-- notebooks:end -->``; ``--check`` only compares and exits 1 when it is out of date
-``zoo list [--cache DIR]``
-    the cached (pretrained) models: name, key, size, training time, date
+``zoo list | build [NAMES] [--profile P] [--device D] [--force] | export FILE | import FILE |
+artifacts``
+    the course zoo: its entries and model cards; build them (progress, ETA); move a built zoo
+    between machines as one checksummed archive; every cached model file
 """
 from __future__ import annotations
 
@@ -235,7 +237,31 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
-    print(zoo.format_table(zoo.artifacts(args.cache)))
+    cache = getattr(args, "cache", None)
+    try:
+        if args.zoo_command == "artifacts":
+            print(zoo.format_table(zoo.artifacts(cache)))
+        elif args.zoo_command == "list":
+            rows = zoo.list_rows(args.profile, cache)
+            if args.json:
+                print(json.dumps(rows, indent=2, ensure_ascii=False))
+            else:
+                print(markdown_table(["entry", "state", "built in", "estimate (2 cores)", "figures",
+                                      "used by", "what"],
+                                     [[r["entry"], r["state"], r["built in"], r["estimate"], r["figures"],
+                                       r["used by"], r["what"]] for r in rows]))
+        elif args.zoo_command == "build":
+            zoo.build(args.names, args.profile, args.device, force=args.force, cache_dir=cache)
+        elif args.zoo_command == "export":
+            m = zoo.export(args.file, args.profile, cache)
+            print(f"wrote {args.file}: {len(m['files'])} files (model cards and artifacts, sha256 in "
+                  "MANIFEST.json)")
+        elif args.zoo_command == "import":
+            names = zoo.import_archive(args.file, cache)
+            print(f"imported {len(names)} files into {zoo.cards.zoo_dir(cache).parent}")
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -270,11 +296,26 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--results", default=None, help="folder (default: the recorded runs)")
     mg.set_defaults(func=cmd_migrate)
 
-    zp = sub.add_parser("zoo", help="the course's pretrained (cached) models")
+    zp = sub.add_parser("zoo", help="the course zoo: pretrained models built once, reused by notebooks")
     zsub = zp.add_subparsers(dest="zoo_command", required=True)
-    zl = zsub.add_parser("list", help="list the cached models")
-    zl.add_argument("--cache", default=None, help="cache folder (default: paths.cache_dir())")
-    zl.set_defaults(func=cmd_zoo)
+    profiles = ("smoke", "study", "paper")
+    zl = zsub.add_parser("list", help="the zoo's entries, whether they are built, their model cards")
+    zl.add_argument("--profile", default="study", choices=profiles)
+    zl.add_argument("--json", action="store_true", help="print JSON for scripts")
+    zb = zsub.add_parser("build", help="build entries (all when no NAMES) with progress and ETA")
+    zb.add_argument("names", nargs="*", metavar="NAMES", help="entries to build (default: all)")
+    zb.add_argument("--profile", default="study", choices=profiles)
+    zb.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    zb.add_argument("--force", action="store_true", help="retrain even what is built")
+    ze = zsub.add_parser("export", help="pack the built zoo into one archive with checksums")
+    ze.add_argument("file")
+    ze.add_argument("--profile", default=None, choices=profiles, help="only this profile's entries")
+    zi = zsub.add_parser("import", help="install an exported archive (refuses unsafe members)")
+    zi.add_argument("file")
+    za = zsub.add_parser("artifacts", help="every cached model file (all notebooks), with its damage")
+    for z in (zl, zb, ze, zi, za):
+        z.add_argument("--cache", default=None, help="cache folder (default: $COURSE_CACHE or .cache)")
+        z.set_defaults(func=cmd_zoo)
     return ap
 
 

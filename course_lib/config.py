@@ -124,6 +124,9 @@ COMMON: dict[str, Param] = {
     "device": Param("auto", "auto picks cuda, then mps, then cpu", choices=DEVICES),
     "data_root": Param("data", "folder with real datasets and the offline world's cache "
                        "(the default 'data' gives way to $COURSE_DATA)", type=str),
+    "zoo": Param("build", "pretrained models of the course zoo that are missing: 'build' them now "
+                 "(with a message), or 'require' them (fail at once naming `make zoo`)",
+                 choices=("build", "require")),
 }
 
 

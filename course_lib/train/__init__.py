@@ -41,7 +41,7 @@ from timm.loss import SoftTargetCrossEntropy
 from course_lib.train.cache import (_LOAD_ERRORS, CacheInfo, DamagedFileError, _atomic_save,
                                     _load, _load_checked, _plain, _state_digest,
                                     architecture_digest, cached_model, config_key, key_value,
-                                    load_cached_artifact, weights_digest)
+                                    load_cached_artifact, watch_artifacts, weights_digest)
 from course_lib.train.config import (AMP_MODES, SCHEDULES, ClassificationLoss, TrainConfig,
                                      _advance_scheduler, _as_float, _autocast, _make_mixup,
                                      _make_optimizer, _split_loss, amp_settings,
@@ -62,5 +62,5 @@ __all__ = [
     "default_criterion", "ClassificationLoss", "make_scheduler", "amp_settings",
     "setup_distributed", "cleanup_distributed", "is_main_process", "cached_model", "CacheInfo",
     "config_key", "key_value", "architecture_digest", "weights_digest", "LivePlot", "live_plot_every", "finish_bar", "load_cached_artifact",
-    "DamagedFileError",
+    "DamagedFileError", "watch_artifacts",
 ]

@@ -26,6 +26,28 @@ from course_lib.train.config import RESUME_IGNORES, TrainConfig
 from course_lib.train.distributed import _barrier, is_main_process
 from course_lib.train.history import History
 
+# Who wants to know which artifacts a piece of code used or built (the course zoo's model cards):
+# a stack of lists, each receiving (path, trained_now, train_seconds) for every cached_model call.
+_WATCHERS: list[list[tuple[Path, bool, float]]] = []
+
+
+@contextlib.contextmanager
+def watch_artifacts():
+    """Collect ``(path, trained_now, train_seconds)`` of every :func:`cached_model` call inside
+    the ``with`` block (nested blocks each see their calls)."""
+    seen: list[tuple[Path, bool, float]] = []
+    _WATCHERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _WATCHERS.remove(seen)
+
+
+def _tell_watchers(path: Path, trained: bool, seconds: float) -> None:
+    for w in _WATCHERS:
+        w.append((Path(path), trained, float(seconds)))
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     """Write to a temporary file next to ``path`` and rename it: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +265,7 @@ def cached_model(
         model.load_state_dict(blob["state_dict"])
         meta = blob["meta"]
         history = History.from_dict(meta["history"]) if meta.get("history") else None
+        _tell_watchers(path, False, meta["train_seconds"])
         return model, CacheInfo(True, path, key, meta["train_seconds"], history,
                                 meta.get("result"), meta)
 
@@ -264,4 +287,5 @@ def cached_model(
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         _atomic_save({"state_dict": state, "meta": meta, "sha256": _state_digest(state)}, path)
     _barrier()
+    _tell_watchers(path, True, seconds)
     return model, CacheInfo(False, path, key, seconds, history, meta["result"], meta)

@@ -1,13 +1,21 @@
-"""The course's pretrained artifacts: what has been trained once and is reused.
+"""The course zoo: the pretrained models the notebooks reuse, built once.
 
-Every model a notebook trains through ``train.cached_model`` (teachers, students, ladder steps,
-DINO and MAE backbones, detectors) is one file in ``paths.cache_dir()``, named
-``<name>-<key>.pt``, holding its weights (checksummed) and its metadata: the complete
-configuration it was keyed on, the course_lib version, the training time and history.
-:func:`artifacts` lists them; ``python -m course_lib zoo list`` prints the list.
+Two floors:
 
-This is the floor the course zoo (a registry of named entries with recipes, budgets and model
-cards, ``zoo build / export / import``) is built on.
+* **artifacts** (this module): every model a notebook trains through ``train.cached_model``
+  (teachers, students, ladder steps, DINO and MAE backbones, detectors) is one file in
+  ``paths.cache_dir()``, named ``<name>-<key>.pt``, holding its weights (checksummed) and its
+  metadata: the complete configuration it was keyed on, the course_lib version, the training
+  time and history. :func:`artifacts` lists them.
+* **entries** (:mod:`.registry`, :mod:`.cards`, :mod:`.archive`): the named models the course
+  pretrains for its notebooks (a DINO ViT, teachers, pretrained backbones), each with its data,
+  recipe, budget and code version; :func:`build` trains them through the notebooks' own code and
+  writes a model card (time, device, the entry's quality figures, checksummed artifacts);
+  :func:`ensure` is what a notebook calls before it needs them; :func:`export` and
+  :func:`import_archive` move a built zoo between machines.
+
+Command line: ``python -m course_lib zoo list | build [NAMES] [--profile] [--device] | export
+FILE | import FILE | artifacts``; ``make zoo PROFILE=study``.
 """
 from __future__ import annotations
 
@@ -20,7 +28,22 @@ import torch
 
 from course_lib import paths
 
-__all__ = ["Artifact", "artifacts", "format_table"]
+from course_lib.zoo.archive import UnsafeArchive, export, import_archive  # noqa: E402
+from course_lib.zoo.cards import (  # noqa: E402
+    ZooMissing,
+    build,
+    build_one,
+    card_path,
+    ensure,
+    list_rows,
+    read_card,
+    status,
+)
+from course_lib.zoo.registry import ENTRIES, Entry, entries, get  # noqa: E402
+
+__all__ = ["Artifact", "artifacts", "format_table", "Entry", "ENTRIES", "entries", "get", "build",
+           "build_one", "ensure", "status", "card_path", "read_card", "list_rows", "ZooMissing",
+           "export", "import_archive", "UnsafeArchive"]
 
 
 @dataclass
