@@ -247,9 +247,9 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                 print(json.dumps(rows, indent=2, ensure_ascii=False))
             else:
                 print(markdown_table(["entry", "state", "built in", "estimate (2 cores)", "figures",
-                                      "used by", "what"],
+                                      "earns its place", "used by", "what"],
                                      [[r["entry"], r["state"], r["built in"], r["estimate"], r["figures"],
-                                       r["used by"], r["what"]] for r in rows]))
+                                       r["earns its place"], r["used by"], r["what"]] for r in rows]))
         elif args.zoo_command == "build":
             zoo.build(args.names, args.profile, args.device, force=args.force, cache_dir=cache)
         elif args.zoo_command == "export":

@@ -172,3 +172,14 @@ def test_ensure_skips_an_entry_when_the_run_changes_its_recipe(tmp_path, monkeyp
     assert "teacher_epochs" in msgs[0] and "trains its own model" in msgs[0]
     with pytest.raises(config.ParameterError, match="build.*require"):
         config.resolve("03_deit", profile="smoke", zoo="sometimes")
+
+
+def test_quality_rows_say_whether_an_entry_earns_its_place():
+    e = zoo.get("dino_vit")
+    good = {"knn_top1": 40.0, "knn_top1_random": 25.0, "jaccard_best_head": 45.0, "jaccard_best_head_random": 30.0}
+    bad = {**good, "knn_top1": 22.0}
+    assert [q["passes"] for q in zoo.cards.quality(e, good, "study")] == [True, True]
+    assert [q["passes"] for q in zoo.cards.quality(e, bad, "study")] == [False, True]
+    assert [q["passes"] for q in zoo.cards.quality(e, bad, "smoke")] == [None, None]
+    assert zoo.cards._earns({"quality": zoo.cards.quality(e, bad, "study")}) == "NO: knn_top1"
+    assert all(x.quality for x in zoo.ENTRIES if x.name != "clear_dino")

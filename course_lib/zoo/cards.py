@@ -155,13 +155,29 @@ def build_one(entry: Entry, profile: str, device: str | None = None, *, force: b
         "train_seconds": round(sum(a["train_seconds"] for a in arts), 2),
         "estimate_seconds": entry.estimate(profile), "machine": _machine(str(P.device_resolved)),
         "figures": {k: (round(float(v), 4) if isinstance(v, (int, float)) else v) for k, v in figures.items()},
-        "figure_meaning": dict(entry.figures), "artifacts": arts,
+        "figure_meaning": dict(entry.figures), "quality": quality(entry, figures, profile),
+        "artifacts": arts,
     }
     from course_lib.results.record import write_atomic
 
     out = card_path(entry, profile, cache_dir)
     write_atomic(out, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return card
+
+
+def quality(entry: Entry, figures: Mapping[str, Any], profile: str) -> list[dict]:
+    """Whether the entry earns its place: each of its quality figures against its baseline
+    (another figure of the card, or a number) plus a margin. A smoke build is too short to be
+    judged: its rows say so (``passes: None``)."""
+    rows = []
+    for fig, base, margin in entry.quality:
+        ours = float(figures.get(fig, float("nan")))
+        b = float(figures.get(base, float("nan"))) if isinstance(base, str) else float(base)
+        ok = None if profile == "smoke" or not (math.isfinite(ours) and math.isfinite(b)) \
+            else bool(ours > b + margin)
+        rows.append({"figure": fig, "ours": round(ours, 4), "baseline": base, "baseline_value": round(b, 4),
+                     "margin": margin, "passes": ok})
+    return rows
 
 
 def _move_aside_corrupt(entry: Entry, profile: str, cache_dir=None) -> None:
@@ -209,6 +225,10 @@ def build(names: Sequence[str] = (), profile: str = "study", device: str | None 
             done_est += e.estimate(profile)
             figs = ", ".join(f"{k} {v}" for k, v in card["figures"].items())
             log(f"[{i}/{len(todo)}] {e.name}: done in {_fmt_s(card['build_seconds'])}; {figs}")
+            for q in card["quality"]:
+                if q["passes"] is False:
+                    log(f"  WARNING: {e.name}'s {q['figure']} {q['ours']} does not beat {q['baseline']} "
+                        f"({q['baseline_value']}) by {q['margin']}: this entry has not earned its place yet")
         cards.append(card)
     log(f"zoo: profile {profile!r} ready in {_fmt_s(time.perf_counter() - t_all)}")
     return cards
@@ -269,6 +289,15 @@ def _changed_knobs(entry: Entry, P: Mapping[str, Any], profile: str) -> list[str
     return [k for k in specs if k not in _NOT_RECIPE and k in P and P[k] != defaults.get(k)]
 
 
+def _earns(card: dict | None) -> str:
+    if not card or not card.get("quality"):
+        return "—"
+    verdicts = [q["passes"] for q in card["quality"]]
+    if any(v is None for v in verdicts):
+        return "not judged (smoke)"
+    return "yes" if all(verdicts) else "NO: " + ", ".join(q["figure"] for q in card["quality"] if not q["passes"])
+
+
 def list_rows(profile: str, cache_dir=None) -> list[dict]:
     """One row per entry for ``zoo list``: name, profile, state, build time, figures, users."""
     rows = []
@@ -281,5 +310,6 @@ def list_rows(profile: str, cache_dir=None) -> list[dict]:
                      "built in": _fmt_s(card["build_seconds"]) if card else "—",
                      "estimate": _fmt_s(e.estimate(profile)),
                      "figures": ", ".join(f"{k} {v}" for k, v in (card or {}).get("figures", {}).items()),
+                     "earns its place": _earns(card),
                      "used by": ", ".join(e.used_by), "what": e.what})
     return rows

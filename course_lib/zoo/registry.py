@@ -42,6 +42,9 @@ class Entry:
     code_version: int = 1
     figures: Mapping[str, str] = field(default_factory=dict)
     profiles: tuple[str, ...] = ("smoke", "study")
+    # what the entry must beat to earn its place: (figure, baseline figure name or a number,
+    # margin); the model card says whether it does (smoke builds are too short to be judged)
+    quality: tuple[tuple[str, str | float, float], ...] = ()
 
     def builder_fn(self) -> Callable[..., Mapping[str, Any]]:
         module, _, fn = self.builder.partition(":")
@@ -67,21 +70,26 @@ ENTRIES: tuple[Entry, ...] = (
           "and 11", "06_dino", ("06_dino", "11_stego"),
           "the world's train split (unlabeled)", "DINO, the profile's recipe (selfsup.DINO_PROFILES)",
           {"smoke": 10, "study": 420}, "course_lib.papers.dino.pretrained:build_dino_vit",
-          figures=_F_DINO),
+          figures=_F_DINO, quality=(("knn_top1", "knn_top1_random", 2.0),
+                                    ("jaccard_best_head", "jaccard_best_head_random", 2.0))),
     Entry("dino_supervised", "the supervised ViT baseline of notebook 06 (same architecture, labels)",
           "06_dino", ("06_dino",), "the world's train split with labels",
           "cross-entropy, notebook 06's supervised_epochs", {"smoke": 5, "study": 60},
           "course_lib.papers.dino.pretrained:build_dino_supervised",
-          figures={k.replace("random", "dino"): v for k, v in _F_DINO.items() if "random" not in k}),
+          figures={**{k: v for k, v in _F_DINO.items() if "random" not in k},
+                   "own_head_top1": "top-1 (%) of its own classification head", "chance": "chance level (%)"},
+          quality=(("own_head_top1", "chance", 10.0),)),
     Entry("usi_teacher", "USI's CNN teacher (KD source for every student family)", "02_usi", ("02_usi",),
           "notebook 02's world (with its label noise)", "cross-entropy, label smoothing 0.1",
-          {"smoke": 5, "study": 120}, "course_lib.papers.usi.pretrained:build_teacher", figures=_F_TEACHER),
+          {"smoke": 5, "study": 120}, "course_lib.papers.usi.pretrained:build_teacher", figures=_F_TEACHER,
+          quality=(("test_top1", "chance", 10.0),)),
     Entry("deit_teacher", "DeiT's convnet teacher", "03_deit", ("03_deit",), "notebook 03's world",
           "cross-entropy", {"smoke": 5, "study": 120}, "course_lib.papers.deit.pretrained:build_teacher",
-          figures=_F_TEACHER),
+          figures=_F_TEACHER, quality=(("test_top1", "chance", 10.0),)),
     Entry("minivit_teacher", "MiniViT's larger ViT teacher", "09_minivit", ("09_minivit",),
           "notebook 09's world", "cross-entropy", {"smoke": 5, "study": 150},
-          "course_lib.papers.minivit.pretrained:build_teacher", figures=_F_TEACHER),
+          "course_lib.papers.minivit.pretrained:build_teacher", figures=_F_TEACHER,
+          quality=(("test_top1", "chance", 10.0),)),
     Entry("clear_dino", "DINO ViT pretrained on CLEAR's unlabeled bucket 0", "05_clear", ("05_clear",),
           "bucket 0 of notebook 05's drifting stream (unlabeled)", "DINO (notebook 05's recipe)",
           {"smoke": 10, "study": 240}, "course_lib.papers.clear.pretrained:build_dino",
@@ -90,16 +98,18 @@ ENTRIES: tuple[Entry, ...] = (
           ("07_vitdet",), "notebook 07's pretraining view of the world", "MAE (mask ratio per profile)",
           {"smoke": 10, "study": 180}, "course_lib.papers.vitdet.pretrained:build_mae",
           figures={"final_loss": "last epoch's reconstruction loss (normalised pixels)",
-                   "first_loss": "first epoch's"}),
+                   "first_loss": "first epoch's"}, quality=(("first_loss", "final_loss", 0.0),)),
     Entry("vitdet_supervised", "ViTDet's plain ViT backbone pretrained with labels", "07_vitdet",
           ("07_vitdet",), "notebook 07's classification view of the world", "cross-entropy",
           {"smoke": 10, "study": 150}, "course_lib.papers.vitdet.pretrained:build_supervised",
-          figures={"final_loss": "last epoch's training loss", "first_loss": "first epoch's"}),
+          figures={"final_loss": "last epoch's training loss", "first_loss": "first epoch's"},
+          quality=(("first_loss", "final_loss", 0.0),)),
     Entry("frozen_body", "the classification trunk notebook 08 freezes or fine-tunes", "08_frozen_backbones",
           ("08_frozen_backbones",), "the sibling classification world (balanced upstream task)",
           "cross-entropy, label smoothing 0.1", {"smoke": 10, "study": 240},
           "course_lib.papers.frozen_backbones.pretrained:build_body",
-          figures={"val_top1": "top-1 (%) on the upstream val split", "chance": "chance level (%)"}),
+          figures={"val_top1": "top-1 (%) on the upstream val split", "chance": "chance level (%)"},
+          quality=(("val_top1", "chance", 10.0),)),
 )
 
 _BY_NAME = {e.name: e for e in ENTRIES}

@@ -34,4 +34,5 @@ def build_dino_supervised(P: config.Params, log: Callable[[str], Any] = print) -
     cfg = config_from_params(P)
     sup, info = train_supervised(d, cfg, P.supervised_epochs, seed=P.seed, device=P.torch_device,
                                  force=P.retrain, max_steps=6 if P.profile == "smoke" else None)
-    return {**_figures(sup, d, P), "own_head_top1": info.history.last("eval_top1")}
+    return {**_figures(sup, d, P), "own_head_top1": info.history.last("eval_top1"),
+            "chance": 100.0 / d.num_classes}
