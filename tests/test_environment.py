@@ -184,6 +184,7 @@ def quick_start_commands() -> list[str]:
     block = re.search(r"```[a-z]*\n(.*?)```", m.group(1), re.S)
     assert block, "the Quick start section has no code block"
     lines = [ln.strip() for ln in block.group(1).splitlines()]
+    lines = [ln.split(" #", 1)[0].strip() for ln in lines]  # inline comments
     return [ln.removeprefix("$ ") for ln in lines if ln and not ln.startswith("#")]
 
 
@@ -198,15 +199,16 @@ def ci_commands() -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
 
 
-def test_quick_start_has_two_commands():
+def test_quick_start_has_three_commands():
     cmds = quick_start_commands()
-    assert len(cmds) == 2, cmds
-    assert cmds[0].startswith("make run NB="), cmds
-    assert cmds[1] == readme_test_command()
+    assert len(cmds) == 3, cmds
+    assert cmds[0] == "make zoo", cmds  # the course zoo first: the notebooks reuse it
+    assert cmds[1].startswith("make run NB="), cmds
+    assert cmds[2] == readme_test_command()
 
 
 def test_quick_start_notebook_exists():
-    nb = shlex.split(quick_start_commands()[0])[2].split("=", 1)[1]
+    nb = shlex.split(quick_start_commands()[1])[2].split("=", 1)[1]
     if not list((REPO / "notebooks").glob("*.ipynb")):
         pytest.skip("no notebooks yet")
     assert (REPO / "notebooks" / f"{nb}.ipynb").is_file(), f"Quick start runs {nb}, which does not exist"
@@ -219,10 +221,11 @@ def test_ci_runs_the_readme_test_command():
     cmds = ci_commands()
     assert "set -euo pipefail" in cmds
     body = [c for c in cmds if c != "set -euo pipefail" and not c.startswith("cd ")]
-    # the Quick start's two commands in a newcomer's order (the run in the smoke profile), with
+    # the Quick start's commands in a newcomer's order (zoo and run in the smoke profile), with
     # a check in between that the run changed no file of the repository
-    run, test = quick_start_commands()
-    assert body[0] == f"{run} PROFILE=smoke", f".ci/run starts with {body[0]!r}, not {run!r}"
+    zoo, run, test = quick_start_commands()
+    assert body[0] == f"{zoo} PROFILE=smoke", f".ci/run starts with {body[0]!r}, not {zoo!r}"
+    assert body[1] == f"{run} PROFILE=smoke", f".ci/run then runs {body[1]!r}, not {run!r}"
     assert body[-1] == test, f".ci/run ends with {body[-1]!r}, README says {test!r}"
     assert any("git status --porcelain" in c for c in body[1:-1]), \
         ".ci/run does not check that make run left the repository unchanged"

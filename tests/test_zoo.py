@@ -183,3 +183,18 @@ def test_quality_rows_say_whether_an_entry_earns_its_place():
     assert [q["passes"] for q in zoo.cards.quality(e, bad, "smoke")] == [None, None]
     assert zoo.cards._earns({"quality": zoo.cards.quality(e, bad, "study")}) == "NO: knn_top1"
     assert all(x.quality for x in zoo.ENTRIES if x.name != "clear_dino")
+
+
+def test_the_dino_entry_is_notebook_11s_backbone(tmp_path, monkeypatch):
+    """dino_vit is built by notebook 06's code; notebook 11 loads its backbone through
+    selfsup.study_backbone: the same cached file, no second training."""
+    from course_lib import selfsup
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    card = zoo.build_one(zoo.get("dino_vit"), "smoke", "cpu", log=lambda *a: None)
+    from course_lib.train import watch_artifacts
+
+    with watch_artifacts() as used:
+        selfsup.study_backbone("smoke", device="cpu")
+    ((path, trained, _),) = used
+    assert not trained and path.name == card["artifacts"][0]["file"]

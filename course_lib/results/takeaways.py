@@ -105,7 +105,8 @@ def takeaways(record: Results | Mapping[str, Any], points: Iterable[Point | str]
                 lines.append(f"- {p.missing}")
             continue
         f = fields(c)
-        head = "headline claim" if (c.headline if isinstance(c, Claim) else c.get("headline")) else "claim"
+        d = c.to_json() if isinstance(c, Claim) else c
+        head = "headline claim" if d.get("headline") else d.get("kind", "claim")
         lines.append(f"- *{f['verdict']}* ({head} `{p.id}`): " + p.sentence(f["verdict"]).format(**f))
     return Markdown("\n".join(lines) + "\n")
 

@@ -38,11 +38,12 @@ from course_lib.zoo.cards import (  # noqa: E402
     list_rows,
     read_card,
     status,
+    summary,
 )
 from course_lib.zoo.registry import ENTRIES, Entry, entries, get  # noqa: E402
 
 __all__ = ["Artifact", "artifacts", "format_table", "Entry", "ENTRIES", "entries", "get", "build",
-           "build_one", "ensure", "status", "card_path", "read_card", "list_rows", "ZooMissing",
+           "build_one", "ensure", "status", "card_path", "read_card", "list_rows", "summary", "ZooMissing",
            "export", "import_archive", "UnsafeArchive"]
 
 

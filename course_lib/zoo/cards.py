@@ -279,6 +279,19 @@ def ensure(names: Iterable[str], P: Mapping[str, Any] | None = None, *, profile:
     return cards
 
 
+def summary(cards: Mapping[str, dict]) -> str:
+    """One line per model card: what it is, when and where it was built, its figures."""
+    if not cards:
+        return "no zoo entries for this run (other parameters than the profile's defaults, or a profile without zoo builds)"
+    lines = []
+    for name, c in cards.items():
+        figs = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in c["figures"].items())
+        lines.append(f"{name}: {c['what']} — built {c['built'][:16].replace('T', ' ')} in "
+                     f"{_fmt_s(c['build_seconds'])} on {c['machine']['device']}; {figs}; earns its place: "
+                     f"{_earns(c)}")
+    return "\n".join(lines)
+
+
 def _changed_knobs(entry: Entry, P: Mapping[str, Any], profile: str) -> list[str]:
     """The owner notebook's parameters that this run sets away from the profile's defaults (an
     entry is built for the defaults; another notebook's run never changes it)."""

@@ -94,7 +94,7 @@ from __future__ import annotations
 
 from .data import (REAL_LAYOUT, ALBEFData, PairData, corrupt_captions, pre_caption, real_data,
                    world_config, world_data)
-from .experiment import (NOTEBOOK, PAPER, PAPER_URL, PARAMS, TITLE, albef_config, config_from_params,
+from .experiment import (NOTEBOOK, PAPER, PAPER_URL, PARAMS, TAKEAWAYS, TITLE, albef_config, config_from_params,
                          fixed_inputs, load_data, record_results, recorder, run_table1, table1_frame)
 from .figures import (plot_histories, plot_table1, retrieval_figure, show_gradcam, show_pairs,
                       show_pseudo_targets, wrap_text)
@@ -116,5 +116,5 @@ __all__ = [
     "run_table1", "table1_frame", "itm_plateau_probe", "ITM_PROBES", "pseudo_targets", "noisy_pair_diagnosis", "gradcam", "param_counts",
     "build_model", "config_from_params", "fixed_inputs", "plot_table1", "plot_histories", "show_pseudo_targets",
     "show_gradcam", "retrieval_figure", "recorder", "record_results", "show_pairs", "wrap_text",
-    "NOTEBOOK", "PARAMS", "CODE_VERSION", "ALBEFData", "pre_caption", "REAL_LAYOUT",
+    "NOTEBOOK", "PARAMS", "CODE_VERSION", "ALBEFData", "pre_caption", "REAL_LAYOUT", "TAKEAWAYS",
 ]

@@ -49,8 +49,8 @@ Where we differ from the paper / official code, and why:
 from __future__ import annotations
 
 from .experiment import (
-    FAMILIES, METHOD_LABELS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_SEED_MARGIN, TITLE, dino_recipe,
-    extract_features, metrics_frame, model_inputs, names, pretrain_backbone, record_results, recorder,
+    FAMILIES, METHOD_LABELS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_SEED_MARGIN, TAKEAWAYS, TITLE,
+    dino_recipe, extract_features, metrics_frame, model_inputs, names, pretrain_backbone, record_results, recorder,
     run_experiments, stream_stats, table1, variant_accuracy,
 )
 from .figures import plot_buffers, plot_drift, plot_heatmaps, plot_in_vs_next, schedule_frame
@@ -71,6 +71,7 @@ __all__ = [
     "PAPER",
     "PAPER_URL",
     "PROTOCOLS",
+    "TAKEAWAYS",
     "TITLE",
     "Bucket",
     "LearnConfig",

@@ -74,6 +74,7 @@ from .experiment import (
     NOTEBOOK,
     PAPER_URL,
     PARAMS,
+    TAKEAWAYS,
     TITLE,
     LadderData,
     StepRun,

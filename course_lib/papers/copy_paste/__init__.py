@@ -72,8 +72,8 @@ from __future__ import annotations
 
 from course_lib.papers.copy_paste import experiment, figures, method
 from course_lib.papers.copy_paste.experiment import (
-    AUG_LABELS, AUGMENTATIONS, CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_RUN_MARGIN, TITLE,
-    CPData, Run, RunSpec, augmentation, load_data, plan, record_results, recorder, run_experiments,
+    AUG_LABELS, AUGMENTATIONS, CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_RUN_MARGIN, TAKEAWAYS,
+    TITLE, CPData, Run, RunSpec, augmentation, load_data, plan, record_results, recorder, run_experiments,
     tables, train_run,
 )
 from course_lib.papers.copy_paste.figures import (
@@ -87,7 +87,7 @@ from course_lib.papers.copy_paste.method import (
 
 __all__ = [
     "AUGMENTATIONS", "AUG_LABELS", "CODE_VERSION", "LSJ_RANGE", "NOTEBOOK", "PAD_GRAY", "PAIRINGS", "PAPER",
-    "PAPER_URL", "PARAMS", "PASTE_MODES", "SINGLE_RUN_MARGIN", "SSJ_RANGE", "TITLE", "CPData",
+    "PAPER_URL", "PARAMS", "PASTE_MODES", "SINGLE_RUN_MARGIN", "SSJ_RANGE", "TAKEAWAYS", "TITLE", "CPData",
     "RefreshFromMasks", "Run", "RunSpec", "SimpleCopyPaste", "augmentation", "augmented_batch",
     "blend_alpha", "draw_gallery", "draw_paste_demo", "from_rectangles", "gaussian_kernel_size",
     "jittered_pair", "load_data", "masks_to_boxes", "paste", "paste_demo", "plan", "record_results",

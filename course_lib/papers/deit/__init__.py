@@ -45,6 +45,7 @@ from .experiment import (
     PAPER_URL,
     PARAMS,
     STUDENTS,
+    TAKEAWAYS,
     TEACHERS,
     TITLE,
     Run,
@@ -66,7 +67,7 @@ from .method import DistillationLoss, hard_distillation_loss, soft_distillation_
 __all__ = [
     "ClassificationData", "accuracy", "eval_transform", "head_logits", "targets_of", "train_transform",
     "world_config", "create_vit",
-    "CODE_VERSION", "NOTEBOOK", "PAPER", "PAPER_URL", "PARAMS", "STUDENTS", "TEACHERS", "TITLE", "Run",
+    "CODE_VERSION", "NOTEBOOK", "PAPER", "PAPER_URL", "PARAMS", "STUDENTS", "TAKEAWAYS", "TEACHERS", "TITLE", "Run",
     "accuracies", "build_student", "build_teacher", "disagreement_table", "load_data", "param_counts",
     "record_results", "recorder", "run_experiments", "train_student", "train_teacher",
     "plot_table3",

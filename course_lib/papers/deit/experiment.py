@@ -26,6 +26,7 @@ from course_lib.models import count_params
 from course_lib.models import create_vit, small_resnet
 from course_lib.models.convnets import create_convnet
 from course_lib.models.vit import VisionTransformer
+from course_lib.results.takeaways import Point
 
 from .method import DistillationLoss
 
@@ -299,3 +300,60 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
                 paper=PAPER["table1_params_m"][name], ours=n / 1e6, unit="M", rule=Within(0.15))
     rec.save()
     return rec
+
+
+# The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
+# verdict means for the paper's story; the numbers are this run's. A claim with fewer than 3 seeds
+# per arm stays inconclusive, so those sentences say what the runs illustrate.
+_NOISE = "n = {n}, not separated from seed noise: an illustration, not a verdict"
+_T3, _T2, _T4 = PAPER["table3_ti"], PAPER["table2_b"], PAPER["table4_vs_convnet"]
+
+TAKEAWAYS = [
+    Point("hard",
+          reproduced=f"Hard-label distillation from the convnet beats training the ViT without a teacher, as in "
+                     f"Table 3 ({{diff}} top-1 over {{n}} seeds; paper {_T3['hard']} vs. {_T3['none']}).",
+          not_reproduced=f"Hard-label distillation from the convnet did not beat training without a teacher here "
+                         f"({{diff}} top-1, n = {{n}}; paper {_T3['hard']} vs. {_T3['none']}).",
+          inconclusive=f"Hard distillation vs. no distillation: {{diff}} top-1 (paper {_T3['hard']} vs. "
+                       f"{_T3['none']}); " + _NOISE + " (raise `seeds` to 3 or more)."),
+    Point("hard_vs_soft",
+          reproduced=f"Hard-label distillation beats the usual soft distillation ({{diff}} top-1, n = {{n}}; paper "
+                     f"{_T3['hard']} vs. {_T3['soft']}).",
+          not_reproduced=f"Soft distillation did as well as or better than hard-label distillation here ({{diff}} "
+                         f"top-1, n = {{n}}; paper {_T3['hard']} vs. {_T3['soft']}).",
+          inconclusive=f"Hard vs. soft distillation: {{diff}} top-1 (paper {_T3['hard']} vs. {_T3['soft']}); "
+                       + _NOISE + " (the soft student is one run)."),
+    Point("token_both",
+          reproduced=f"The distillation token helps: averaging its head with the class head beats hard distillation "
+                     f"with the class token only ({{diff}} top-1, n = {{n}}; paper {_T3['token_both']} vs. "
+                     f"{_T3['hard']}).",
+          not_reproduced=f"The distillation token did not help here: class + distillation heads vs. hard "
+                         f"distillation with the class token only, {{diff}} top-1 (n = {{n}}; paper "
+                         f"{_T3['token_both']} vs. {_T3['hard']}).",
+          inconclusive=f"Distillation token (both heads) vs. hard distillation with the class token only: {{diff}} "
+                       f"top-1 (paper {_T3['token_both']} vs. {_T3['hard']}, itself a small gap); " + _NOISE + "."),
+    Point("convnet_vs_vit_teacher",
+          reproduced=f"A convnet teacher gives a better student than a transformer teacher ({{diff}} top-1, n = {{n}}; "
+                     f"paper {_T2['convnet_teacher']} vs. {_T2['vit_teacher']}).",
+          not_reproduced=f"The transformer teacher gave as good a student as the convnet teacher here ({{diff}} top-1, "
+                         f"n = {{n}}; paper {_T2['convnet_teacher']} vs. {_T2['vit_teacher']}).",
+          inconclusive=f"Convnet vs. transformer teacher: {{diff}} top-1 for the student (paper "
+                       f"{_T2['convnet_teacher']} vs. {_T2['vit_teacher']}); " + _NOISE + ". Our transformer teacher "
+                       "is the ViT trained without distillation, so this also varies the teacher's accuracy."),
+    Point("disagree_token",
+          reproduced=f"Table 4's point holds: the distilled student disagrees with the convnet less often than the "
+                     f"ViT trained without a teacher ({{diff}} points less disagreement, n = {{n}}; paper "
+                     f"{_T4['token_both']} vs. {_T4['none']}%).",
+          not_reproduced=f"The distilled student does not agree more with the convnet than the undistilled ViT "
+                         f"({{diff}} in the paper's direction, n = {{n}}; paper {_T4['token_both']} vs. "
+                         f"{_T4['none']}% disagreement).",
+          inconclusive=f"Disagreement with the convnet, distilled vs. undistilled student: {{diff}} in the paper's "
+                       f"direction (less disagreement; paper {_T4['token_both']} vs. {_T4['none']}%); " + _NOISE + "."),
+    Point("teacher",
+          reproduced="The paper's premise holds: the convnet teacher beats the ViT trained from scratch in the same "
+                     "world ({diff} top-1, n = {n}).",
+          not_reproduced="The convnet teacher does not beat the ViT trained from scratch ({diff} top-1, n = {n}): "
+                         "without a better teacher there is nothing to distil.",
+          inconclusive="The convnet teacher vs. the ViT trained from scratch, the paper's premise: {diff} top-1; "
+                       "with a single teacher run the rule cannot separate it from seed noise, however large the gap (n = {n})."),
+]

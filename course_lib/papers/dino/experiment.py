@@ -16,11 +16,12 @@ from course_lib.models.vit import VisionTransformer
 from course_lib.papers.dino.method import (
     ABLATIONS, foreground_masks, knn_classifier, linear_probe, segmentation_scores,
 )
+from course_lib.results.takeaways import Point
 from course_lib.selfsup import DINOConfig, dino_config, extract_features, train_backbone, world_config
 
 __all__ = ["NOTEBOOK", "TITLE", "PAPER_URL", "PAPER", "PARAMS", "config_from_params", "load_data", "DINOData",
            "world_data", "imagenette_voc_data", "evaluate_backbone", "run_ablations", "PHOTOS", "photos",
-           "recorder", "record_results"]
+           "recorder", "record_results", "TAKEAWAYS"]
 
 NOTEBOOK = "06_dino"
 PAPER_URL = "https://arxiv.org/abs/2104.14294"
@@ -327,3 +328,85 @@ def record_results(P: config.Params, evals: Mapping[str, Mapping[str, Any]], abl
                         note=f"final H(P_t) {h['teacher_entropy']:.2f} nats; DINO's final KL {ref:.2f}" if ref else "")
     rec.save()
     return rec
+
+
+# The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
+# verdict means for the paper's story; the numbers are this run's. {diff} is in the paper's
+# direction (positive = the way the paper says).
+_NOT_A_VERDICT = "from {n} run(s) per arm: not a verdict (fewer than 3 seeds, or within their noise)"
+TAKEAWAYS = [
+    Point("jaccard_dino_vs_random",
+          reproduced="The class token's attention finds the objects without labels: DINO's best head beats a "
+                     "random ViT's best head by {diff} Jaccard (DINO {ours}; paper's ViT-S/16 {paper} on VOC12).",
+          not_reproduced="DINO's best head does not match the objects better than a random ViT's ({diff} Jaccard): "
+                         "at this budget the attention has not specialised on the objects.",
+          inconclusive="DINO's best head vs. a random ViT's best head: {diff} Jaccard (DINO {ours}; paper "
+                       "{paper}), " + _NOT_A_VERDICT + "."),
+    Point("jaccard_dino_vs_supervised",
+          reproduced="DINO's best head even beats the supervised ViT's best head ({diff} Jaccard), the paper's "
+                     "Fig. 4 result.",
+          not_reproduced="The supervised ViT's best head covers the objects better than DINO's ({diff} Jaccard in "
+                         "the paper's direction): its labels are about objects, while on our world the one thing two "
+                         "crops of an image always share is the background texture.",
+          inconclusive="DINO's best head vs. the supervised ViT's: {diff} Jaccard, " + _NOT_A_VERDICT + ". Our "
+                       "supervised ViT's labels are about objects, while the one thing two crops of our images "
+                       "always share is the background texture: compare the attention maps above."),
+    Point("jaccard_mean_dino_vs_random",
+          reproduced="The stricter check holds too: the mean of DINO's heads beats the mean of a random ViT's "
+                     "heads ({diff} Jaccard).",
+          not_reproduced="The stricter check fails: the mean of DINO's heads does not beat a random ViT's "
+                         "({diff} Jaccard), so the object-covering head is one head, not all of them.",
+          inconclusive="The stricter check, the mean of DINO's heads vs. a random ViT's: {diff} Jaccard, "
+                       + _NOT_A_VERDICT + "; the per-head bars above show whether one head or all of them "
+                       "cover the objects."),
+    Point("knn_dino",
+          reproduced="DINO's frozen features are better k-NN features than a random ViT's ({diff} top-1; DINO "
+                     "{ours}, paper's ViT-S/16 on ImageNet {paper}).",
+          not_reproduced="DINO's frozen features do not beat a random ViT's in k-NN ({diff} top-1): the few "
+                         "hundred optimizer steps of this budget have not taught the class token more than a "
+                         "random patch projection already gives.",
+          inconclusive="k-NN on the frozen class token, DINO vs. a random ViT: {diff} top-1 (DINO {ours}; paper "
+                       "{paper} on ImageNet), " + _NOT_A_VERDICT + "."),
+    Point("linear_dino",
+          reproduced="DINO's features also give a better linear probe than a random ViT's ({diff} top-1).",
+          not_reproduced="The linear probe on DINO's features does not beat the random ViT's ({diff} top-1).",
+          inconclusive="Linear probe, DINO vs. a random ViT: {diff} top-1 (DINO {ours}), " + _NOT_A_VERDICT + "."),
+    Point("knn_supervised",
+          reproduced="Labels still help, as in the paper's Table 2: the supervised ViT's k-NN beats DINO's "
+                     "({diff} top-1).",
+          not_reproduced="DINO's k-NN beats the supervised ViT's here ({diff} top-1 in the paper's direction), "
+                         "unlike the paper's Table 2.",
+          inconclusive="Supervised vs. DINO in k-NN: {diff} top-1 for the supervised ViT, " + _NOT_A_VERDICT + "."),
+    Point("abl_no_momentum",
+          reproduced="Without the momentum teacher k-NN drops ({diff} in the paper's direction; the paper's run "
+                     "collapses to {paper}).",
+          not_reproduced="Without the momentum teacher k-NN did not drop here ({diff} in the paper's direction); "
+                         "the collapse curves above show whether that run is on its way to a collapse.",
+          inconclusive="The momentum-teacher ablation: {diff} k-NN in the paper's direction (a drop is positive; "
+                       "paper: collapse to {paper}), " + _NOT_A_VERDICT + ".",
+          missing="This profile skips the ablations (Table 7, Fig. 7)."),
+    Point("abl_no_multicrop",
+          reproduced="Multi-crop helps: without the local views k-NN drops by {diff}.",
+          not_reproduced="Without multi-crop k-NN did not drop here ({diff} in the paper's direction).",
+          inconclusive="The multi-crop ablation: {diff} k-NN in the paper's direction, " + _NOT_A_VERDICT + "."),
+    Point("abl_mse",
+          reproduced="The cross-entropy matters: MSE between the distributions gives {diff} less k-NN.",
+          not_reproduced="MSE instead of cross-entropy did not hurt here ({diff} in the paper's direction).",
+          inconclusive="The MSE ablation: {diff} k-NN in the paper's direction, " + _NOT_A_VERDICT + "."),
+    Point("abl_no_centering_kl",
+          reproduced="Without centering the teacher collapses as in Fig. 7: the final KL(P_t‖P_s) is {ours}, "
+                     "below a tenth of DINO's (one dimension takes over).",
+          not_reproduced="Without centering the final KL(P_t‖P_s) is {ours}, not below a tenth of DINO's: no "
+                         "collapse by our strict rule within this short run; the entropy curves above show "
+                         "whether one dimension is taking over (low per-image and batch-mean entropy).",
+          inconclusive="Without centering the final KL(P_t‖P_s) is {ours}, too close to a tenth of DINO's to "
+                       "call a collapse; see the entropy curves above."),
+    Point("abl_no_sharpening_kl",
+          reproduced="Without sharpening the teacher collapses to the uniform output as in Fig. 7: final "
+                     "KL(P_t‖P_s) {ours}, below a tenth of DINO's.",
+          not_reproduced="Without sharpening the final KL(P_t‖P_s) is {ours}, not below a tenth of DINO's: no "
+                         "collapse by our strict rule within this short run; the curves above show whether the "
+                         "teacher's entropy is heading for log K.",
+          inconclusive="Without sharpening the final KL(P_t‖P_s) is {ours}, too close to a tenth of DINO's to "
+                       "call a collapse; see the entropy curves above."),
+]

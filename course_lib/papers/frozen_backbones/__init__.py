@@ -63,7 +63,7 @@ from course_lib.papers.frozen_backbones.experiment import (
     count_parameters, detection_data, grid, load_timm_body, parameter_table, pretrain_body,
     pretrain_worlds, record_results, recorder, run_experiments, tables, training_memory,
 )
-from course_lib.papers.frozen_backbones.figures import per_class_frame
+from course_lib.papers.frozen_backbones.figures import TAKEAWAYS, per_class_frame
 from course_lib.papers.frozen_backbones.method import (
     CAPACITIES, STRATEGIES, STRATEGY_HELP, DetectionBackbone, Neck, PyramidCell, ResidualAdapter,
     build_backbone, build_strategy_detector, freeze_, reinitialize_,
@@ -75,5 +75,5 @@ __all__ = [
     "freeze_", "reinitialize_", "build_backbone", "build_strategy_detector", "count_parameters",
     "parameter_table", "training_memory", "pretrain_worlds", "detection_data", "pretrain_body",
     "load_timm_body", "grid", "Run", "DetData", "run_experiments", "tables", "per_class_frame", "recorder",
-    "record_results", "method", "experiment", "figures",
+    "record_results", "TAKEAWAYS", "method", "experiment", "figures",
 ]

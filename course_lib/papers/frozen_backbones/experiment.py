@@ -582,14 +582,14 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
         fz, ft = runs[("frozen", cc)], runs[("finetune", cc)]
         rec.add("memory_frozen", f"freezing needs less training memory ({cc} capacity; counted: activations, "
                 "gradients, AdamW) [Sec. 1: 'significantly reducing ... memory']", paper=None,
-                ours=fz[0].memory["total"], unit=" MiB",
+                ours=fz[0].memory["total"], unit="MiB",
                 rule=Better(ft[0].memory["total"], higher_is_better=False, min_effect=0.1 * ft[0].memory["total"]),
                 note=f"fine-tuned {ft[0].memory['total']:.1f} MiB; baseline - 10% needed")
         speeds = [r.images_per_s for r in fz]
         ft_speed = float(np.mean([r.images_per_s for r in ft]))
         if np.isfinite(ft_speed) and all(np.isfinite(speeds)):
             rec.add("speed_frozen", f"freezing trains faster ({cc} capacity, wall clock) [Sec. 1: '... and FLOPs']",
-                    paper=None, ours=speeds, unit=" img/s",
+                    paper=None, ours=speeds, unit="img/s",
                     rule=Better(ft_speed, min_effect=0.05 * ft_speed),
                     note=f"fine-tuned {ft_speed:.1f} img/s; baseline + 5% needed")
     _record_mask_claims(rec, runs, m)

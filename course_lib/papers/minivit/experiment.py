@@ -17,6 +17,7 @@ from course_lib.classification import (ClassificationData, accuracy, head_logits
                                        targets_of, world_config)
 from course_lib.config import Param
 from course_lib.models.vit import VisionTransformer
+from course_lib.results.takeaways import Point
 
 from .distillation import MiniViTDistillationLoss
 from .method import (TEACHER_PRESETS, TRANSFORM_INITS, MiniViT, count_parameters, param_counts,
@@ -453,3 +454,82 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
                 rule=Within(0.10))
     rec.save()
     return rec
+
+
+# The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
+# verdict means for the paper's story; the numbers are this run's ({diff}: the difference in the
+# paper's direction, in top-1 points).
+_NOT_A_VERDICT = "from {n} run(s) per arm: not a verdict (fewer than 3 seeds, or within their noise)"
+TAKEAWAYS = [
+    Point("minivit_vs_original",
+          reproduced="The paper's headline holds at our scale: MiniViT (sharing every 2 layers + transformation "
+                     "+ distillation) beats the original ViT with about half the parameters ({diff} top-1; "
+                     "MiniViT {ours}).",
+          not_reproduced="MiniViT does not beat the original ViT here ({diff} top-1).",
+          inconclusive="MiniViT vs. the original ViT, with about half the parameters: {diff} top-1 (MiniViT "
+                       "{ours}), " + _NOT_A_VERDICT + "."),
+    Point("ws_wd",
+          reproduced="Distillation is what carries the shared model: it adds {diff} top-1 over weight sharing "
+                     "alone (Table 1).",
+          not_reproduced="Distillation does not improve the weight-shared model here ({diff} top-1).",
+          inconclusive="Distillation on the weight-shared model: {diff} top-1, " + _NOT_A_VERDICT + "."),
+    Point("ws_wt_wd",
+          reproduced="The transformation adds to distillation ({diff} top-1 over distillation alone).",
+          not_reproduced="The transformation does not add to distillation here ({diff} top-1).",
+          inconclusive="Transformation + distillation vs. distillation alone: {diff} top-1, " + _NOT_A_VERDICT
+                       + "."),
+    Point("ws",
+          reproduced="Weight sharing alone costs accuracy, as in Table 1 ({diff} top-1 below the original).",
+          not_reproduced="Weight sharing alone does not cost accuracy here ({diff} in the paper's direction): "
+                         "our short-trained students are far from the capacity limit at which sharing hurts in "
+                         "the paper: read it as \"not visible at this scale\", not as a refutation.",
+          inconclusive="Weight sharing alone vs. the original: {diff} top-1 in the paper's direction (a loss is "
+                       "positive), " + _NOT_A_VERDICT + ". Our short-trained students are far from the capacity "
+                       "limit at which sharing hurts in the paper."),
+    Point("ws_wt",
+          reproduced="The weight transformation alone helps the shared model ({diff} top-1).",
+          not_reproduced="The weight transformation alone does not help the shared model here ({diff} top-1).",
+          inconclusive="The transformation without distillation: {diff} top-1, " + _NOT_A_VERDICT + "."),
+    Point("all",
+          reproduced="Sharing all layers is worse than sharing every 2, as in Table 2 ({diff} top-1 in the "
+                     "paper's direction).",
+          not_reproduced="Sharing all layers is not worse than sharing every 2 here ({diff} in the paper's "
+                         "direction).",
+          inconclusive="All layers shared vs. every 2: {diff} top-1 in the paper's direction (a loss is "
+                       "positive), " + _NOT_A_VERDICT + "."),
+    Point("t3_pred",
+          reproduced="Table 3: distilling the prediction logits beats labels only ({diff} top-1).",
+          not_reproduced="Logit distillation does not beat labels only here ({diff} top-1).",
+          inconclusive="Table 3, logits vs. labels only: {diff} top-1, " + _NOT_A_VERDICT + ".",
+          missing="This profile skips Table 3 (`table3 = False`)."),
+    Point("t3_pred_attn",
+          reproduced="Adding the attention-relation loss helps ({diff} top-1): the relations transfer *where "
+                     "to look*.",
+          not_reproduced="Adding the attention-relation loss does not help here ({diff} top-1).",
+          inconclusive="+ attention relations: {diff} top-1, " + _NOT_A_VERDICT + "."),
+    Point("t3_pred_attn_hidden",
+          reproduced="Adding the hidden-state relations helps further ({diff} top-1).",
+          not_reproduced="Adding the hidden-state relations does not help here ({diff} top-1).",
+          inconclusive="+ hidden-state relations: {diff} top-1, " + _NOT_A_VERDICT + "."),
+    Point("t3_attn_hidden",
+          reproduced="The relation losses with labels and without logits also beat labels only ({diff} top-1).",
+          not_reproduced="The relation losses without logits do not beat labels only here ({diff} top-1).",
+          inconclusive="Relations + labels, without logits, vs. labels only: {diff} top-1, " + _NOT_A_VERDICT
+                       + "."),
+    Point("compression_every2",
+          reproduced="Exact count: sharing every 2 layers divides our student's parameters by {ours} (paper, "
+                     "DeiT-S: {paper}).",
+          not_reproduced="Sharing every 2 layers divides our student's parameters by {ours}, off the paper's "
+                         "{paper}.",
+          inconclusive="Sharing every 2 layers divides our student's parameters by {ours} (paper {paper})."),
+    Point("params_deit_b_every-2",
+          reproduced="Exact count at the paper's size: DeiT-B sharing every 2 layers has {ours} parameters "
+                     "(paper {paper}).",
+          not_reproduced="DeiT-B sharing every 2 layers has {ours} parameters, off the paper's {paper}.",
+          inconclusive="DeiT-B sharing every 2 layers has {ours} parameters (paper {paper})."),
+    Point("params_deit_b_all",
+          reproduced="DeiT-B sharing all layers has {ours} parameters (paper {paper}); the head transforms "
+                     "cost only 2H² per layer.",
+          not_reproduced="DeiT-B sharing all layers has {ours} parameters, off the paper's {paper}.",
+          inconclusive="DeiT-B sharing all layers has {ours} parameters (paper {paper})."),
+]

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from . import jigsaws, simulator
 from .experiment import (NOTEBOOK, PAPER_TABLE2, PAPER_TABLE3, PAPER_URL, PARAMS, SCHEME_LABELS, SCHEMES,
-                         TASK_SHORT, TITLE, WindowSet, holdout_split, load_data, loso_folds, make_windows,
+                         TAKEAWAYS, TASK_SHORT, TITLE, WindowSet, holdout_split, load_data, loso_folds, make_windows,
                          names, record_results, recorder, table2, table3)
 from .figures import SKILL_COLORS, TRACE_CHANNELS, plot_confusions, plot_trial
 from .method import (SkillCNN, count_parameters, count_windows, cross_entropy_eq1, layer_shapes,
@@ -77,7 +77,7 @@ __all__ = [
     "window_starts", "sliding_windows", "count_windows", "SkillCNN", "cross_entropy_eq1",
     "loso_folds", "holdout_split", "WindowSet", "make_windows", "train_cnn", "predict_proba",
     "time_per_window", "window_metrics", "aggregate_trials", "run_split", "run_experiments",
-    "table3", "table2", "load_data", "recorder", "record_results", "plot_confusions",
+    "table3", "table2", "load_data", "recorder", "record_results", "TAKEAWAYS", "plot_confusions",
     "plot_trial", "names", "count_parameters", "layer_shapes",
     "NOTEBOOK", "PARAMS", "SCHEME_LABELS", "TASK_SHORT", "SplitResult", "TRACE_CHANNELS", "SKILL_COLORS",
     "jigsaws", "simulator",

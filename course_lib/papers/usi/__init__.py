@@ -42,6 +42,7 @@ from .experiment import (
     PAPER,
     PAPER_URL,
     PARAMS,
+    TAKEAWAYS,
     TITLE,
     Run,
     ablation_table,
@@ -68,7 +69,7 @@ from .figures import (
 from .method import USILoss, kd_kl, recipe, soft_cross_entropy
 
 __all__ = [
-    "CODE_VERSION", "FAMILIES", "FAMILY_NAMES", "NOTEBOOK", "PAPER", "PAPER_URL", "PARAMS", "TITLE", "Run",
+    "CODE_VERSION", "FAMILIES", "FAMILY_NAMES", "NOTEBOOK", "PAPER", "PAPER_URL", "PARAMS", "TAKEAWAYS", "TITLE", "Run",
     "ablation_table", "build_student", "build_teacher", "load_data", "parse_list", "record_results",
     "recorder", "run_experiments", "select", "table2", "train_student", "train_teacher", "world_config",
     "entropy_by_objects", "informative_examples", "label_noise_examples", "teacher_fixes",

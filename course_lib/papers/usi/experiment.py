@@ -20,6 +20,7 @@ from course_lib.classification import (
 )
 from course_lib.config import Param
 from course_lib.models import count_params, create_vit, small_resnet
+from course_lib.results.takeaways import Point
 
 from .method import USILoss, recipe
 
@@ -381,3 +382,81 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
                 f"CNN teacher {runs[0].top1:.1f}%")
     rec.save()
     return rec
+
+
+# The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
+# verdict means for the paper's story; the numbers are this run's. A claim with fewer than 3 seeds
+# per arm stays inconclusive, so those sentences say what the single runs illustrate. The ablation
+# ids are those of the default `ablation_family` ("cnn"); another family records other ids.
+_NOISE = "n = {n} per arm, not separated from seed noise: an illustration, not a verdict"
+
+
+def _family_point(fam: str) -> Point:
+    name = FAMILY_NAMES[fam]
+    model, p_usi, p_prev = PAPER["table2"][fam]
+    paper = f"paper: {model} {p_usi} with USI vs. {p_prev} with its previous best recipe"
+    return Point(f"{fam}_usi",
+                 reproduced=f"{name}: the one recipe with KD beats the same recipe without it ({{diff}} top-1, "
+                            f"n = {{n}}; {paper}).",
+                 not_reproduced=f"{name}: KD did not lift this family with the one recipe ({{diff}} top-1, "
+                                f"n = {{n}}; {paper}).",
+                 inconclusive=f"{name}: with vs. without KD, same recipe: {{diff}} top-1 ({paper}); " + _NOISE + ".",
+                 missing=f"This run did not train the {name} family (`families`).")
+
+
+_T6, _T7 = PAPER["table6"], PAPER["table7"]
+_T4 = (f'paper: ResNet50 {PAPER["table4"][("ResNet50", "Volo-d1 (transformer)")]} with Volo-d1, '
+       f'{PAPER["table4"][("ResNet50", "TResNet-L (CNN)")]} with TResNet-L')
+_T4_NOTE = ("Our transformer teacher is the ViT student trained with USI, usually weaker than the CNN teacher (the "
+            "row's note gives both), so this also varies the teacher's accuracy; the paper's two teachers are about "
+            "equally strong.")
+TAKEAWAYS = [
+    *(_family_point(f) for f in FAMILIES),
+    Point("cnn_a1",
+          reproduced=f"Table 6: even a small KD weight (α_kd = 1) beats no KD ({{diff}} top-1, n = {{n}}; paper "
+                     f"{_T6[1.0]} vs. {_T6[0.0]}).",
+          not_reproduced=f"Table 6: α_kd = 1 did not beat no KD ({{diff}} top-1, n = {{n}}; paper {_T6[1.0]} vs. "
+                         f"{_T6[0.0]}).",
+          inconclusive=f"Table 6: α_kd = 1 vs. no KD, {{diff}} top-1 (paper {_T6[1.0]} vs. {_T6[0.0]}); " + _NOISE + ".",
+          missing="This run did not try α_kd = 1 (`alphas`)."),
+    Point("cnn_a5",
+          reproduced=f"Table 6: USI's α_kd = 5 beats α_kd = 1 ({{diff}} top-1, n = {{n}}; paper {_T6[5.0]} vs. "
+                     f"{_T6[1.0]}): KD should dominate the loss.",
+          not_reproduced=f"Table 6: α_kd = 5 did not beat α_kd = 1 ({{diff}} top-1, n = {{n}}; paper {_T6[5.0]} vs. "
+                         f"{_T6[1.0]}).",
+          inconclusive=f"Table 6: α_kd = 5 vs. 1, {{diff}} top-1 (paper {_T6[5.0]} vs. {_T6[1.0]}); " + _NOISE + "."),
+    Point("cnn_ainf",
+          reproduced=f"Table 6: KD alone, without the CE term, also beats no KD ({{diff}} top-1, n = {{n}}; paper "
+                     f"{_T6[math.inf]} vs. {_T6[0.0]}): the teacher's labels alone are enough to learn from.",
+          not_reproduced=f"Table 6: KD alone (no CE) did not beat no KD ({{diff}} top-1, n = {{n}}; paper "
+                         f"{_T6[math.inf]} vs. {_T6[0.0]}).",
+          inconclusive=f"Table 6: KD alone (no CE) vs. no KD, {{diff}} top-1 (paper {_T6[math.inf]} vs. {_T6[0.0]}); "
+                       + _NOISE + ".",
+          missing="This run did not try KD only (`alphas` without `inf`)."),
+    Point("cnn_tau0.1",
+          reproduced=f"Table 7: τ = 1 beats a sharp τ = 0.1 ({{diff}} top-1, n = {{n}}; paper {_T7[1.0]} vs. "
+                     f"{_T7[0.1]}): a near-hard teacher label throws away what the soft one knows.",
+          not_reproduced=f"Table 7: τ = 1 did not beat τ = 0.1 ({{diff}} top-1, n = {{n}}; paper {_T7[1.0]} vs. "
+                         f"{_T7[0.1]}).",
+          inconclusive=f"Table 7: τ = 1 vs. τ = 0.1, {{diff}} top-1 (paper {_T7[1.0]} vs. {_T7[0.1]}); " + _NOISE + ".",
+          missing="This run did not try τ = 0.1 (`taus`)."),
+    Point("cnn_tau5",
+          reproduced=f"Table 7: τ = 1 beats a flat τ = 5 ({{diff}} top-1, n = {{n}}; paper {_T7[1.0]} vs. {_T7[5.0]}).",
+          not_reproduced=f"Table 7: τ = 1 did not beat τ = 5 ({{diff}} top-1, n = {{n}}; paper {_T7[1.0]} vs. "
+                         f"{_T7[5.0]}).",
+          inconclusive=f"Table 7: τ = 1 vs. τ = 5, {{diff}} top-1 (paper {_T7[1.0]} vs. {_T7[5.0]}); " + _NOISE + ".",
+          missing="This run did not try τ = 5 (`taus`)."),
+    Point("cnn_vit_teacher",
+          reproduced="Table 4: KD from a transformer teacher also beats no KD ({diff} top-1, n = {n}; " + _T4 + "). "
+                     + _T4_NOTE,
+          not_reproduced="Table 4: KD from our transformer teacher did not beat no KD ({diff} top-1, n = {n}; " + _T4
+                         + "). " + _T4_NOTE,
+          inconclusive="Table 4: KD from a transformer teacher vs. no KD, {diff} top-1 (" + _T4 + "); " + _NOISE + ". "
+                       + _T4_NOTE,
+          missing="This run did not distil from a transformer teacher."),
+    Point("teacher",
+          reproduced="The CNN teacher learned the world ({ours} top-1, above chance): the premise of distillation.",
+          not_reproduced="The CNN teacher did not get above chance ({ours}): nothing above can be read as "
+                         "distillation.",
+          inconclusive="The CNN teacher's accuracy ({ours}) is not clearly above chance."),
+]

@@ -65,7 +65,8 @@ from __future__ import annotations
 
 from course_lib.papers.vitdet import experiment, figures, method, pretraining
 from course_lib.papers.vitdet.experiment import (
-    CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_RUN_MARGIN, STUDY_ARCH, TITLE, VIT_B_ARCH,
+    CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_RUN_MARGIN, STUDY_ARCH, TAKEAWAYS, TITLE,
+    VIT_B_ARCH,
     Data, Run, Variant, anchor_sizes, build_detector, build_variant, complexity, load_data, pretrain_vit,
     record_results, recorder, run_experiments, size_table, tables, train_detector, train_mae,
     train_supervised, variants, vit_kwargs,
@@ -90,7 +91,7 @@ __all__ = [
     # experiment
     "Variant", "variants", "vit_kwargs", "build_variant", "anchor_sizes", "Data", "load_data", "pretrain_vit",
     "train_mae", "train_supervised", "Run", "build_detector", "train_detector", "run_experiments", "tables",
-    "recorder", "record_results", "complexity", "size_table",
+    "recorder", "record_results", "TAKEAWAYS", "complexity", "size_table",
     # figures
     "query_attention", "plot_query_attention",
     "method", "pretraining", "experiment", "figures",

@@ -22,6 +22,7 @@ from course_lib.models import count_params
 from course_lib.models.vit import VisionTransformer
 from course_lib.papers.vitdet.method import WindowAttention, build_backbone
 from course_lib.papers.vitdet.pretraining import MaskedAutoencoder
+from course_lib.results.takeaways import Point
 
 NOTEBOOK = "07_vitdet"
 PAPER_URL = "https://arxiv.org/abs/2203.16527"
@@ -547,3 +548,68 @@ def _meta_complexity(module: nn.Module, size: int) -> dict[str, float]:
     with FlopCounterMode(display=False) as fc:
         module(torch.zeros(1, 3, size, size))
     return {"params_m": count_params(module) / 1e6, "gflops": fc.get_total_flops() / 2e9}
+
+
+# The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
+# verdict means for the paper's story; the numbers are this run's ({diff}: the paired or unpaired
+# difference in the paper's direction, in AP points).
+_NOT_A_VERDICT = "from {n} run(s) per arm: not a verdict (fewer than 3 seeds, or within their noise)"
+TAKEAWAYS = [
+    Point("t1_sfp",
+          reproduced="Table 1's main point holds: the simple feature pyramid, built from the last map alone, "
+                     "beats the single-scale detector ({diff} box AP; SFP {ours}).",
+          not_reproduced="The simple feature pyramid does not beat the single-scale detector here ({diff} box AP).",
+          inconclusive="Simple feature pyramid vs. no pyramid: {diff} box AP (SFP {ours}), " + _NOT_A_VERDICT + "."),
+    Point("t1_sfp_mask",
+          reproduced="On mask AP too the simple pyramid beats no pyramid ({diff}).",
+          not_reproduced="On mask AP the simple pyramid does not beat no pyramid ({diff}).",
+          inconclusive="The same comparison on mask AP: {diff}, " + _NOT_A_VERDICT + "."),
+    Point("t1_sfp_sufficient",
+          reproduced="No top-down path needed: the simple pyramid is not worse than FPN on 4 artificial stages "
+                     "(SFP − FPN = {ours}; paper {paper}).",
+          not_reproduced="Here FPN on 4 artificial stages beats the simple pyramid by more than the margin "
+                         "(SFP − FPN = {ours}; paper {paper}).",
+          inconclusive="SFP − FPN 4-stage = {ours} (paper {paper}): at the edge of the margin."),
+    Point("t1_fpn_4stage",
+          reproduced="FPN on 4 artificial stages beats no pyramid as well ({diff} box AP).",
+          not_reproduced="FPN on 4 artificial stages does not beat no pyramid ({diff} box AP).",
+          inconclusive="FPN on 4 artificial stages vs. no pyramid: {diff} box AP, " + _NOT_A_VERDICT + "."),
+    Point("t1_fpn_lastmap",
+          reproduced="FPN from the last map beats no pyramid as well ({diff} box AP).",
+          not_reproduced="FPN from the last map does not beat no pyramid ({diff} box AP).",
+          inconclusive="FPN from the last map vs. no pyramid: {diff} box AP, " + _NOT_A_VERDICT + "."),
+    Point("t2_global",
+          reproduced="Table 2: global propagation blocks recover what window attention alone loses ({diff} "
+                     "box AP).",
+          not_reproduced="Global propagation blocks do not beat window attention alone here ({diff} box AP): on "
+                         "an 8×8 token grid a 4×4 window already sees a quarter of the image.",
+          inconclusive="Global propagation blocks vs. window attention only: {diff} box AP, " + _NOT_A_VERDICT
+                       + ". On our 8×8 token grid a 4×4 window already sees a quarter of the image, so "
+                         "propagation has little to add."),
+    Point("t2_conv",
+          reproduced="Convolutional propagation blocks also beat window attention alone ({diff} box AP).",
+          not_reproduced="Convolutional propagation blocks do not beat window attention alone here ({diff} box AP).",
+          inconclusive="Conv propagation blocks vs. window attention only: {diff} box AP, " + _NOT_A_VERDICT + "."),
+    Point("t4_mae",
+          reproduced="Table 4: MAE pretraining beats random initialisation ({diff} box AP).",
+          not_reproduced="MAE pretraining does not beat random initialisation here ({diff} box AP): our MAE "
+                         "is short (`mae_epochs` epochs on 32 px shapes; the MAE paper trains 800–1600).",
+          inconclusive="MAE vs. random initialisation: {diff} box AP, " + _NOT_A_VERDICT + ". Our MAE is short "
+                       "(`mae_epochs` epochs on 32 px shapes; the MAE paper trains 800–1600)."),
+    Point("t4_mae_mask",
+          reproduced="On mask AP too MAE beats random initialisation ({diff}).",
+          not_reproduced="On mask AP MAE does not beat random initialisation ({diff}).",
+          inconclusive="MAE vs. random initialisation on mask AP: {diff}, " + _NOT_A_VERDICT + "."),
+    Point("t4_supervised_no_gain",
+          reproduced="Supervised pretraining is no better than random initialisation by more than the margin "
+                     "(supervised − random = {ours} box AP; paper {paper}).",
+          not_reproduced="Supervised pretraining beats random initialisation by more than the margin here "
+                         "(supervised − random = {ours} box AP; paper {paper}): our pretraining world is easy "
+                         "to label, and its labels are the same kinds of shapes the detector looks for.",
+          inconclusive="Supervised − random = {ours} box AP (paper {paper}), at the edge of the margin."),
+    Point("t4_mae_vs_supervised",
+          reproduced="MAE beats supervised pretraining ({diff} box AP), the paper's strongest point.",
+          not_reproduced="Supervised pretraining beats MAE here ({diff} box AP in the paper's direction): our "
+                         "labelled shapes are the same kinds of shapes the detector looks for, and our MAE is short.",
+          inconclusive="MAE vs. supervised pretraining: {diff} box AP, " + _NOT_A_VERDICT + "."),
+]
