@@ -26,7 +26,8 @@ class Entry:
     ``name``: the zoo's name; ``what``: one line; ``notebook``: the notebook whose parameters
     (per profile) define the recipe; ``used_by``: the notebooks that need it; ``data`` and
     ``recipe``: in words, for the model card; ``estimate_s``: build time per profile on 2 CPU
-    cores (for messages and the ETA; the model card keeps the measured time); ``builder``:
+    cores, the world rendered anew (for messages and the ETA; the model card keeps the measured
+    time; the study estimates are the first timed build's, benchmarks/bench_zoo.py); ``builder``:
     ``"module:function"``; ``code_version``: bump it when the builder changes what it trains or
     measures; ``figures``: what the model card's figures mean (name -> text).
     """
@@ -69,44 +70,44 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("dino_vit", "DINO ViT pretrained on the offline world: the frozen backbone of notebooks 06 "
           "and 11", "06_dino", ("06_dino", "11_stego"),
           "the world's train split (unlabeled)", "DINO, the profile's recipe (selfsup.DINO_PROFILES)",
-          {"smoke": 10, "study": 420}, "course_lib.papers.dino.pretrained:build_dino_vit",
+          {"smoke": 10, "study": 900}, "course_lib.papers.dino.pretrained:build_dino_vit",
           figures=_F_DINO, quality=(("knn_top1", "knn_top1_random", 2.0),
                                     ("jaccard_best_head", "jaccard_best_head_random", 2.0))),
     Entry("dino_supervised", "the supervised ViT baseline of notebook 06 (same architecture, labels)",
           "06_dino", ("06_dino",), "the world's train split with labels",
-          "cross-entropy, notebook 06's supervised_epochs", {"smoke": 5, "study": 60},
+          "cross-entropy, notebook 06's supervised_epochs", {"smoke": 5, "study": 90},
           "course_lib.papers.dino.pretrained:build_dino_supervised",
           figures={**{k: v for k, v in _F_DINO.items() if "random" not in k},
                    "own_head_top1": "top-1 (%) of its own classification head", "chance": "chance level (%)"},
           quality=(("own_head_top1", "chance", 10.0),)),
     Entry("usi_teacher", "USI's CNN teacher (KD source for every student family)", "02_usi", ("02_usi",),
           "notebook 02's world (with its label noise)", "cross-entropy, label smoothing 0.1",
-          {"smoke": 5, "study": 120}, "course_lib.papers.usi.pretrained:build_teacher", figures=_F_TEACHER,
+          {"smoke": 5, "study": 420}, "course_lib.papers.usi.pretrained:build_teacher", figures=_F_TEACHER,
           quality=(("test_top1", "chance", 10.0),)),
     Entry("deit_teacher", "DeiT's convnet teacher", "03_deit", ("03_deit",), "notebook 03's world",
-          "cross-entropy", {"smoke": 5, "study": 120}, "course_lib.papers.deit.pretrained:build_teacher",
+          "cross-entropy", {"smoke": 5, "study": 600}, "course_lib.papers.deit.pretrained:build_teacher",
           figures=_F_TEACHER, quality=(("test_top1", "chance", 10.0),)),
     Entry("minivit_teacher", "MiniViT's larger ViT teacher", "09_minivit", ("09_minivit",),
-          "notebook 09's world", "cross-entropy", {"smoke": 5, "study": 150},
+          "notebook 09's world", "cross-entropy", {"smoke": 5, "study": 120},
           "course_lib.papers.minivit.pretrained:build_teacher", figures=_F_TEACHER,
           quality=(("test_top1", "chance", 10.0),)),
     Entry("clear_dino", "DINO ViT pretrained on CLEAR's unlabeled bucket 0", "05_clear", ("05_clear",),
           "bucket 0 of notebook 05's drifting stream (unlabeled)", "DINO (notebook 05's recipe)",
-          {"smoke": 10, "study": 240}, "course_lib.papers.clear.pretrained:build_dino",
+          {"smoke": 10, "study": 120}, "course_lib.papers.clear.pretrained:build_dino",
           figures={"images": "unlabeled bucket-0 images it saw", "final_loss": "last epoch's DINO loss"}),
     Entry("vitdet_mae", "ViTDet's plain ViT backbone pretrained as a masked autoencoder", "07_vitdet",
           ("07_vitdet",), "notebook 07's pretraining view of the world", "MAE (mask ratio per profile)",
-          {"smoke": 10, "study": 180}, "course_lib.papers.vitdet.pretrained:build_mae",
+          {"smoke": 10, "study": 45}, "course_lib.papers.vitdet.pretrained:build_mae",
           figures={"final_loss": "last epoch's reconstruction loss (normalised pixels)",
                    "first_loss": "first epoch's"}, quality=(("first_loss", "final_loss", 0.0),)),
     Entry("vitdet_supervised", "ViTDet's plain ViT backbone pretrained with labels", "07_vitdet",
           ("07_vitdet",), "notebook 07's classification view of the world", "cross-entropy",
-          {"smoke": 10, "study": 150}, "course_lib.papers.vitdet.pretrained:build_supervised",
+          {"smoke": 10, "study": 45}, "course_lib.papers.vitdet.pretrained:build_supervised",
           figures={"final_loss": "last epoch's training loss", "first_loss": "first epoch's"},
           quality=(("first_loss", "final_loss", 0.0),)),
     Entry("frozen_body", "the classification trunk notebook 08 freezes or fine-tunes", "08_frozen_backbones",
           ("08_frozen_backbones",), "the sibling classification world (balanced upstream task)",
-          "cross-entropy, label smoothing 0.1", {"smoke": 10, "study": 240},
+          "cross-entropy, label smoothing 0.1", {"smoke": 10, "study": 45},
           "course_lib.papers.frozen_backbones.pretrained:build_body",
           figures={"val_top1": "top-1 (%) on the upstream val split", "chance": "chance level (%)"},
           quality=(("val_top1", "chance", 10.0),)),
