@@ -205,7 +205,8 @@ class _PairedRule(Rule):
                 iv = paired_interval(claim.runs, b)
                 iv = Interval(iv.mean, iv.se, iv.lo, iv.hi, iv.n, iv.dof, False)
             else:
-                iv = unpaired_interval(claim.ours, claim.ours_std, claim.n, b, 0.0, 10**9)
+                # one mean against a number: the number has no spread (its n is irrelevant)
+                iv = unpaired_interval(claim.ours, claim.ours_std, claim.n, b, 0.0, claim.n)
         elif claim.runs and b.runs and len(claim.runs) == len(b.runs) and claim.seeds == b.seeds:
             iv = paired_interval(claim.runs, b.runs)
         else:

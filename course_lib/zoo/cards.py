@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from course_lib import __version__, config, paths
+from course_lib.results.record import _jsonable, write_atomic
 from course_lib.zoo.registry import Entry, get, resolve_names
 
 # parameters that do not change what is trained
@@ -158,8 +159,6 @@ def build_one(entry: Entry, profile: str, device: str | None = None, *, force: b
         "figure_meaning": dict(entry.figures), "quality": quality(entry, figures, profile),
         "artifacts": arts,
     }
-    from course_lib.results.record import write_atomic
-
     out = card_path(entry, profile, cache_dir)
     write_atomic(out, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     return card
@@ -190,12 +189,6 @@ def _move_aside_corrupt(entry: Entry, profile: str, cache_dir=None) -> None:
             os.replace(f, f.with_name(f.name + ".corrupt"))
     if p.exists() and card == {}:
         os.replace(p, p.with_name(p.name + ".corrupt"))
-
-
-def _jsonable(x: Any) -> Any:
-    from course_lib.results.record import _jsonable as j
-
-    return j(x)
 
 
 def build(names: Sequence[str] = (), profile: str = "study", device: str | None = None, *,
