@@ -106,7 +106,7 @@ from .experiment import (
     PAPER,
     PAPER_URL,
     PARAMS,
-    SINGLE_SEED_MARGIN,
+    MATCH_TOLERANCE,
     STUDENTS,
     TAKEAWAYS,
     TEACHERS,
@@ -155,7 +155,7 @@ from .method import (
 __all__ = [
     "PAPER",
     "PAPER_URL",
-    "SINGLE_SEED_MARGIN",
+    "MATCH_TOLERANCE",
     "TAKEAWAYS",
     "TEACHER_PRESETS",
     "TITLE",

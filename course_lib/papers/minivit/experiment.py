@@ -29,10 +29,10 @@ TITLE = "MiniViT: Compressing Vision Transformers with Weight Multiplexing"
 # bump when a change of this package changes what a cached model would be
 CODE_VERSION = 2
 
-# Points of top-1 a single-run comparison must win by to count as reproduced: about one standard
-# deviation across seeds at the study budget (3 seeds: about 2 points for the label-trained
-# students, 0.6-2.5 for the distilled ones; docs/calibration.md). A smaller gap is inconclusive.
-SINGLE_SEED_MARGIN = 2.0
+# "At least as good as the original" (minivit_matches_original): the 95% interval of MiniViT minus
+# the original, paired on seeds, must lie above -MATCH_TOLERANCE top-1 points (the paper: 80.7 vs.
+# 79.9, Table 1; about half a seed-to-seed standard deviation of our label-trained students).
+MATCH_TOLERANCE = 1.0
 
 STUDENTS = ("course_tiny", "cifar_tiny")
 TEACHERS = tuple(TEACHER_PRESETS)
@@ -63,6 +63,9 @@ PARAMS: dict[str, Param] = {
     "image_size": Param(32, "input side in pixels; the patch size scales with it (8x8 token grid)",
                         type=int, low=32, high=224, check=lambda s: s % 32 == 0,
                         check_help="and a multiple of 32"),
+    "patch_size": Param(0, "patch of the teacher and every student in pixels (0: the presets' 8x8 token "
+                        "grid, image_size // 8); eq. 10-11 relate the same tokens in both", type=int, low=0,
+                        high=64),
     "num_classes": Param({"smoke": 6, "study": 6, "paper": 100},
                          "world: shape classes (2-12); real datasets: ignored", type=int, low=2, high=100),
     "train_images": Param({"smoke": 512, "study": 4000, "paper": 50000}, "world train images",
@@ -99,7 +102,7 @@ PARAMS: dict[str, Param] = {
                             "or uniform (every student layer; costs more)", choices=("last", "uniform")),
     "hidden_relation": Param("softmax", "softmax: eq. 11; cosine: the official code's Gram MSE",
                              choices=("softmax", "cosine")),
-    "seeds": Param({"smoke": 1, "study": 1, "paper": 3}, "seeds of the Table 1 students", type=int,
+    "seeds": Param({"smoke": 1, "study": 3, "paper": 3}, "paired seeds of the Table 1 students", type=int,
                    low=1, high=10),
     "max_steps": Param({"smoke": 6, "study": 0, "paper": 0}, "cap on steps per run (0: none)",
                        type=int, low=0),
@@ -119,6 +122,9 @@ def load_data(P: config.Params) -> ClassificationData:
     (``classification.load_data``). A real dataset that is not on disk raises
     ``FileNotFoundError`` naming the command that fetches it (``python data_scripts/fetch.py
     NAME``); its val split is its test split."""
+    if P.get("patch_size", 0) and P.image_size % P.patch_size:
+        raise config.ParameterError(f"parameter 'patch_size' = {P.patch_size}: the image side "
+                                    f"(image_size = {P.image_size}) must be a multiple of it")
     return classification.load_data(P.dataset, P.data_root, P.image_size, strong=False,
                                     world=world_config(P) if P.dataset == "world" else None)
 
@@ -137,6 +143,8 @@ def _arch(P: config.Params, preset: str, num_classes: int) -> dict[str, Any]:
     if P.image_size != cfg["img_size"]:
         patch = cfg["patch_size"] * P.image_size // cfg["img_size"]
         cfg.update(img_size=P.image_size, patch_size=patch)
+    if P.get("patch_size", 0):  # a coarser (or finer) token grid for teacher and students alike
+        cfg.update(patch_size=P.patch_size)
     return cfg
 
 
@@ -395,54 +403,66 @@ def recorder(P: config.Params):
 def record_results(P: config.Params, res: dict[str, Any], rec=None):
     """The "paper vs. ours" claims of the notebook, judged by rules (course_lib.results) and saved.
 
-    A comparison of single runs (Tables 2 and 3 always, Table 1 when ``P.seeds == 1``) has no
-    noise estimate, so it needs a margin of :data:`SINGLE_SEED_MARGIN` points to count as
-    reproduced; with several seeds the Table 1 claims are judged against their seed noise.
+    Claims compare arms run with the same seeds and are decided on the per-seed differences
+    (scoreboard v2): the Table 1 rows run ``P.seeds`` seeds; the extra rows of Tables 2 and 3 run
+    the first seed only, so their claims stay inconclusive (an illustration, not a verdict). The
+    four headline ids of Table 1 are fixed.
     """
-    from course_lib.results import AtLeast, Better, Within
+    from course_lib.results import AtLeast, Better, Equivalent, Within
 
-    m1 = SINGLE_SEED_MARGIN if len(res["runs"]["original"]) < 2 else 0.0  # Table 1 margin
-    m = SINGLE_SEED_MARGIN
     runs, K = res["runs"], res["data"].num_classes
     chance = 100.0 / K
-    top = {n: [r.top1 for r in rs] for n, rs in runs.items()}
+
+    def arm(name):  # per-seed top-1 and seeds of one row, for paired rules
+        rs = sorted(runs[name], key=lambda r: r.seed)
+        return {"ours": [r.top1 for r in rs], "seeds": [r.seed for r in rs]}
+
     t1, t2, t3 = PAPER["table1_deit_s"], PAPER["table2_deit_b"], PAPER["table3_swin_t"]
     rec = rec if rec is not None else recorder(P)
     rec.add("original", "the original ViT student learns (above chance) [Table 1, DeiT-S]",
-            paper=t1["original"], ours=top["original"], rule=AtLeast(chance), note=f"chance {chance:.1f}%")
+            paper=t1["original"], rule=AtLeast(chance), note=f"chance {chance:.1f}%", **arm("original"))
     rec.add("teacher", "the larger ViT teacher beats the original student [Table 3 teacher: Swin-B]",
-            paper=t3["teacher"], ours=top["teacher"], rule=Better("original"))
+            paper=t3["teacher"], ours=[runs["teacher"][0].top1], rule=AtLeast(max(r.top1 for r in runs["original"])),
+            note="a check: the teacher must be better than every original student, else distillation has "
+            "nothing to transfer")
     params = {n: runs[n][0].params for n in ("original", "every-2", "all")}
     rec.add("compression_every2", "sharing every 2 layers halves the parameters [Table 1, DeiT-S 22M -> 11M]",
             paper=PAPER["table1_params_m"]["deit_s"] / PAPER["table1_params_m"]["mini_deit_s"],
             ours=params["original"] / params["every-2"], unit="x", rule=Within(0.15),
             note=f"{params['original']:,} -> {params['every-2']:,} parameters")
-    rec.add("ws", "weight sharing alone loses accuracy [Table 1, DeiT-S 78.3 vs 79.9]", paper=t1["ws"],
-            ours=top["ws"], rule=Better("original", higher_is_better=False, min_effect=m1))
-    rec.add("ws_wd", "distillation improves the shared model [Table 1, 80.1 vs 78.3]", paper=t1["ws_wd"],
-            ours=top["ws_wd"], rule=Better("ws", min_effect=m1))
-    rec.add("ws_wt", "weight transformation improves the shared model [Table 1, 79.3 vs 78.3]",
-            paper=t1["ws_wt"], ours=top["ws_wt"], rule=Better("ws", min_effect=m1))
+    # the four headline claims of Table 1 (fixed ids), paired on the Table 1 seeds
+    rec.add("minivit_sharing_alone_hurts", "weight sharing alone loses accuracy [Table 1, DeiT-S 78.3 vs 79.9]",
+            paper=t1["ws"], rule=Better("original", higher_is_better=False), kind="claim", headline=True,
+            **arm("ws"))
+    rec.add("ws", "the shared model without transformation or distillation learns", paper=t1["ws"],
+            rule=AtLeast(chance), **arm("ws"))
+    rec.add("minivit_distillation_helps", "weight distillation lifts the shared model [Table 1, 80.1 vs 78.3]",
+            paper=t1["ws_wd"], rule=Better("ws"), kind="claim", headline=True, **arm("ws_wd"))
+    rec.add("minivit_transformation_helps", "weight transformation lifts the shared model [Table 1, 79.3 vs "
+            "78.3]", paper=t1["ws_wt"], rule=Better("ws"), kind="claim", headline=True, **arm("ws_wt"))
+    rec.add("ws_wd", "the shared model with distillation learns", paper=t1["ws_wd"], rule=AtLeast(chance),
+            **arm("ws_wd"))
     rec.add("ws_wt_wd", "transformation + distillation beat distillation alone [Table 1, 80.7 vs 80.1]",
-            paper=t1["ws_wt_wd"], ours=top["ws_wt_wd"], rule=Better("ws_wd", min_effect=m1))
-    rec.add("minivit_vs_original", "MiniViT beats the original with half the parameters [Table 1, 80.7 vs 79.9]",
-            paper=t1["ws_wt_wd"], ours=top["ws_wt_wd"], rule=Better("original", min_effect=m1))
+            paper=t1["ws_wt_wd"], rule=Better("ws_wd"), **arm("ws_wt_wd"))
+    rec.add("minivit_matches_original", f"MiniViT (sharing every 2 + transformation + distillation) is at least "
+            f"as good as the original with about half the parameters (no worse than {MATCH_TOLERANCE:g} "
+            "points) [Table 1, 80.7 vs 79.9; Table 2]", paper=t1["ws_wt_wd"],
+            rule=Equivalent("original", tolerance=MATCH_TOLERANCE, one_sided=True), kind="claim",
+            headline=True, **arm("ws_wt_wd"))
     # Table 2's "every 2" (DeiT-B 83.2 vs 81.8) is our MiniViT run above: the same pair of runs
-    # as minivit_vs_original, so it is one claim, not two.
+    # as minivit_matches_original, so it is one claim, not two. Tables 2 and 3 run one seed.
     rec.add("all", "sharing all layers is worse than sharing every 2 [Table 2, DeiT-B 79.8 vs 83.2]",
-            paper=t2["all"], ours=top["all"],
-            rule=Better("minivit_vs_original", higher_is_better=False, min_effect=m))
-    if "pred" in top:  # Table 3 was run
+            paper=t2["all"], rule=Better("ws_wt_wd", higher_is_better=False), **arm("all"))
+    if "pred" in runs:  # Table 3 was run
         rec.add("t3_pred", "prediction-logit distillation beats no distillation [Table 3, 81.2 vs 79.2]",
-                paper=t3["pred"], ours=top["pred"], rule=Better("ws_wt", min_effect=m))
+                paper=t3["pred"], rule=Better("minivit_transformation_helps"), **arm("pred"))
         rec.add("t3_pred_attn", "adding attention-relation distillation helps [Table 3, 81.4 vs 81.2]",
-                paper=t3["pred_attn"], ours=top["pred_attn"], rule=Better("t3_pred", min_effect=m))
+                paper=t3["pred_attn"], rule=Better("t3_pred"), **arm("pred_attn"))
         rec.add("t3_pred_attn_hidden", "adding hidden-state distillation helps [Table 3, 81.5 vs 81.4]",
-                paper=t3["pred_attn_hidden"], ours=top["pred_attn_hidden"],
-                rule=Better("t3_pred_attn", min_effect=m))
+                paper=t3["pred_attn_hidden"], rule=Better("t3_pred_attn"), **arm("pred_attn_hidden"))
         rec.add("t3_attn_hidden", "relation distillation with labels, without logits, beats no "
-                "distillation [Table 3, 81.4 vs 79.2]", paper=t3["attn_hidden"], ours=top["attn_hidden"],
-                rule=Better("ws_wt", min_effect=m))
+                "distillation [Table 3, 81.4 vs 79.2]", paper=t3["attn_hidden"],
+                rule=Better("minivit_transformation_helps"), **arm("attn_hidden"))
     counts = param_counts()
     p2, p4 = PAPER["table2_deit_b_params_m"], PAPER["table4_params_m"]
     for label in ("original", "every-2", "all"):
@@ -461,14 +481,14 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
 # paper's direction, in top-1 points).
 _NOT_A_VERDICT = "from {n} run(s) per arm: not a verdict (fewer than 3 seeds, or within their noise)"
 TAKEAWAYS = [
-    Point("minivit_vs_original",
+    Point("minivit_matches_original",
           reproduced="The paper's headline holds at our scale: MiniViT (sharing every 2 layers + transformation "
-                     "+ distillation) beats the original ViT with about half the parameters ({diff} top-1; "
-                     "MiniViT {ours}).",
-          not_reproduced="MiniViT does not beat the original ViT here ({diff} top-1).",
+                     "+ distillation) is at least as good as the original ViT with about half the parameters "
+                     "({diff} top-1, n = {n}; MiniViT {ours}).",
+          not_reproduced="MiniViT falls behind the original ViT here ({diff} top-1, n = {n}).",
           inconclusive="MiniViT vs. the original ViT, with about half the parameters: {diff} top-1 (MiniViT "
                        "{ours}), " + _NOT_A_VERDICT + "."),
-    Point("ws_wd",
+    Point("minivit_distillation_helps",
           reproduced="Distillation is what carries the shared model: it adds {diff} top-1 over weight sharing "
                      "alone (Table 1).",
           not_reproduced="Distillation does not improve the weight-shared model here ({diff} top-1).",
@@ -478,7 +498,7 @@ TAKEAWAYS = [
           not_reproduced="The transformation does not add to distillation here ({diff} top-1).",
           inconclusive="Transformation + distillation vs. distillation alone: {diff} top-1, " + _NOT_A_VERDICT
                        + "."),
-    Point("ws",
+    Point("minivit_sharing_alone_hurts",
           reproduced="Weight sharing alone costs accuracy, as in Table 1 ({diff} top-1 below the original).",
           not_reproduced="Weight sharing alone does not cost accuracy here ({diff} in the paper's direction): "
                          "our short-trained students are far from the capacity limit at which sharing hurts in "
@@ -486,7 +506,7 @@ TAKEAWAYS = [
           inconclusive="Weight sharing alone vs. the original: {diff} top-1 in the paper's direction (a loss is "
                        "positive), " + _NOT_A_VERDICT + ". Our short-trained students are far from the capacity "
                        "limit at which sharing hurts in the paper."),
-    Point("ws_wt",
+    Point("minivit_transformation_helps",
           reproduced="The weight transformation alone helps the shared model ({diff} top-1).",
           not_reproduced="The weight transformation alone does not help the shared model here ({diff} top-1).",
           inconclusive="The transformation without distillation: {diff} top-1, " + _NOT_A_VERDICT + "."),
