@@ -100,6 +100,10 @@ def test_parameters_cell(path):
     assert not missing, f"parameters cell does not set {missing}"
     assert not any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells), \
         "a papermill 'injected-parameters' cell was committed"
+    # papermill reads each line as `name = value  # help`; a second "=" (say in the help text)
+    # makes it skip the line with "Unable to parse line" and lose the parameter's type and help
+    crowded = [ln for ln in source(cell).splitlines() if not ln.strip().startswith("#") and ln.count("=") > 1]
+    assert not crowded, f"parameters cell lines with more than one '=' (papermill skips them): {crowded}"
 
 
 @each_notebook
