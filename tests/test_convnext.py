@@ -451,3 +451,25 @@ def test_record_results_single_seed_spread_and_verdicts(monkeypatch, tmp_path):
     rec = convnext.record_results(P, res)
     assert rec["acc_resnet50"].n == 3 and rec["acc_resnet50"].ours_std == pytest.approx(0.2)
     assert rec["delta_stage_ratio"].verdict == REPRODUCED           # +1 pp, far beyond a 0.2 spread
+
+
+def test_headline_ids_and_seed_steps(monkeypatch, tmp_path):
+    """The three headline claims of issue 16 under their fixed ids; steps outside `seed_steps`
+    run the first seed only, and a comparison with them stays inconclusive."""
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    P = config.resolve("04_convnext", profile="study")
+    assert convnext.step_seeds(P, "resnet50") == [0, 1, 2] and convnext.step_seeds(P, "stage_ratio") == [0]
+    assert convnext.step_seeds(config.resolve("04_convnext", profile="study", seed_steps="all"), "gelu") == [0, 1, 2]
+    with pytest.raises(config.ParameterError, match="seed_steps"):
+        config.resolve("04_convnext", profile="study", seed_steps="0,99")
+    keys = list(convnext.STEP_KEYS)
+    top1 = {k: ([70.0 + i, 70.5 + i, 69.5 + i] if len(convnext.step_seeds(P, k)) == 3 else [70.0 + i])
+            for i, k in enumerate(keys)}
+    rec = convnext.record_results(P, {"steps": keys, "top1": top1, "num_classes": 6})
+    ids = {c.id for c in rec.claims}
+    assert "delta_fewer_activations" not in ids  # the same pair of runs as the headline claim
+    for cid in ("convnext_beats_resnet", "convnext_resnextify_helps", "convnext_fewer_activations_helps"):
+        assert rec[cid].headline and rec[cid].kind == "claim" and rec[cid].n == 3
+        assert rec[cid].verdict == REPRODUCED  # +2 / +12 points on every paired seed
+    assert rec["delta_gelu"].n == 1 and rec["delta_stage_ratio"].verdict == "inconclusive"

@@ -85,6 +85,7 @@ from .experiment import (
     run_config,
     run_ladder,
     selected_steps,
+    step_seeds,
     train_config,
     train_step,
     world_config,

@@ -58,9 +58,9 @@ PARAMS: dict[str, Param] = {
                         low=32, high=224, check=lambda s: s % 32 == 0, check_help="and a multiple of 32"),
     "num_classes": Param({"smoke": 6, "study": 6, "paper": 10},
                          "world: shape classes (2-12); real datasets: ignored", type=int, low=2, high=100),
-    # study values calibrated in docs/calibration.md ("04 ConvNeXt"): 13 steps x 1 seed x 3 epochs x 5,000
-    # images is 195k image passes, about 10 minutes for the whole notebook on 2 quiet cores
-    "train_images": Param({"smoke": 512, "study": 5000, "paper": 50000}, "world train images", type=int, low=64),
+    # study values calibrated in docs/calibration.md ("04 ConvNeXt"): 6 steps x 3 seeds + 7 steps x 1 seed,
+    # 3 epochs x 3,500 images each (263k image passes), about 13 minutes on 2 quiet cores
+    "train_images": Param({"smoke": 512, "study": 3500, "paper": 50000}, "world train images", type=int, low=64),
     "eval_images": Param({"smoke": 256, "study": 1000, "paper": 10000}, "world val/test images", type=int, low=64),
     "scale": Param({"smoke": "course", "study": "course", "paper": "imagenet"},
                    "network size: course (widths / 4, depths / 3) or imagenet (ResNet-50 ... ConvNeXt-T)",
@@ -80,7 +80,13 @@ PARAMS: dict[str, Param] = {
                   "(PyTorch's default; learns in a short budget, see reinit_fan_in)", choices=INITS),
     "layer_scale": Param({"smoke": 1.0, "study": 1.0, "paper": 1e-6},
                          "initial layer scale γ of the ConvNeXt step (paper: 1e-6)", low=0.0, high=10.0),
-    "seeds": Param({"smoke": 1, "study": 1, "paper": 3}, "seeds per ladder step", type=int, low=1, high=10),
+    "seeds": Param({"smoke": 1, "study": 3, "paper": 3}, "paired seeds of the `seed_steps` (the headline "
+                   "comparisons); every other step runs the first seed", type=int, low=1, high=10),
+    "seed_steps": Param({"smoke": "all", "study": "0,2,4,8,9,12", "paper": "all"},
+                        "ladder steps trained on every seed: 'all' or keys/indices as for `steps` (study: the "
+                        "ends of the ladder, ResNeXt-ify 2 -> 4 and fewer activations 8 -> 9)",
+                        type=(str, list, tuple), check=_valid_steps,
+                        check_help="'all', a non-empty list of ladder step keys or indices, or '0,12'"),
     "steps": Param("all", "ladder steps to train: 'all', a list of keys/indices of LADDER or a "
                    "comma-separated string of them ('0,12')", type=(str, list, tuple), check=_valid_steps,
                    check_help="'all', a non-empty list of ladder step keys or indices, or '0,12'"),
@@ -90,12 +96,23 @@ PARAMS: dict[str, Param] = {
 }
 
 
+def _keys(value: Any) -> list[str]:
+    if value == "all":
+        return list(STEP_KEYS)
+    idx = sorted({step_index(s) for s in _step_list(value)})
+    return [STEP_KEYS[i] for i in idx]
+
+
 def selected_steps(P: config.Params) -> list[str]:
     """The keys of the steps to train, in ladder order."""
-    if P.steps == "all":
-        return list(STEP_KEYS)
-    idx = sorted({step_index(s) for s in _step_list(P.steps)})
-    return [STEP_KEYS[i] for i in idx]
+    return _keys(P.steps)
+
+
+def step_seeds(P: config.Params, key: str) -> list[int]:
+    """The seeds ``key`` is trained with: all ``P.seeds`` for a step of ``P.seed_steps``, else the
+    first (the budget goes to the headline comparisons)."""
+    seeds = [P.seed + i for i in range(P.seeds)]
+    return seeds if key in _keys(P.get("seed_steps", "all")) else seeds[:1]
 
 
 def run_config(P: config.Params, step: int | str) -> LadderConfig:
@@ -200,7 +217,8 @@ def train_step(P: config.Params, d: LadderData, step: int | str, seed: int):
 
 def run_ladder(P: config.Params, d: LadderData | None = None,
                log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Train every selected step (``P.steps``) for ``P.seeds`` seeds with one recipe.
+    """Train every selected step (``P.steps``) with one recipe: the steps of ``P.seed_steps`` for
+    ``P.seeds`` seeds, the others for the first seed (:func:`step_seeds`).
 
     Returns ``{"steps": [keys], "runs": {key: [StepRun]}, "top1": {key: [test top-1 per seed]},
     "params": {key: int}, "gmacs": {key: GMACs at P.image_size}, "train_seconds": {key: [s]},
@@ -212,13 +230,12 @@ def run_ladder(P: config.Params, d: LadderData | None = None,
     test_loader = data.make_loader(d.test, 512, train=False, num_workers=0, device=dev)
     out: dict[str, Any] = {"steps": [], "runs": {}, "top1": {}, "params": {}, "gmacs": {},
                            "train_seconds": {}, "num_classes": d.num_classes, "data": d}
-    seeds = [P.seed + i for i in range(P.seeds)]
     for key in selected_steps(P):
         cfg = run_config(P, key)
         params, gmacs = complexity(cfg, P.image_size, d.num_classes)
         out["steps"].append(key)
         out["params"][key], out["gmacs"][key] = params, gmacs
-        for seed in seeds:
+        for seed in step_seeds(P, key):
             model, info = train_step(P, d, key, seed)
             top1 = train.evaluate(model, test_loader, device=dev)["top1"]
             run = StepRun(key, seed, top1, info.train_seconds, info.from_cache, info.history)
@@ -281,41 +298,57 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
     top1 = res["top1"]
     chance = 100.0 / res["num_classes"]
     trained = [k for k in STEP_KEYS if k in top1]
-    def spread(values: Sequence[float], scale: float = 1.0) -> dict:
-        """``ours`` arguments: the per-seed values (seeds ``P.seed, P.seed + 1, ...``)."""
-        return {"ours": list(values)}
 
-    def note(values: Sequence[float], text: str = "") -> str:
-        return "; ".join(t for t in (text, "one seed: no spread" if len(values) == 1 else "") if t)
+    def arm(key: str) -> dict:
+        """``ours`` and ``seeds`` of one step: its per-seed top-1, for paired rules (a result
+        without runs: seeds ``P.seed, P.seed + 1, ...``)."""
+        if "runs" in res:
+            return {"ours": [r.top1 for r in res["runs"][key]], "seeds": [r.seed for r in res["runs"][key]]}
+        return {"ours": list(top1[key]), "seeds": [P.seed + i for i in range(len(top1[key]))]}
 
+    def note(key: str, text: str = "") -> str:
+        return "; ".join(t for t in (text, "one seed: no spread" if len(top1[key]) == 1 else "") if t)
+
+    # the headline claims (fixed ids): a step pair of Fig. 2 that one ladder delta also covers is
+    # recorded once, under the headline id
+    headline = {"fewer_activations": "convnext_fewer_activations_helps"}
     prev = None
     for key in trained:
         i = step_index(key)
         s = LADDER[i]
         rec.add(f"acc_{key}", f"step {i}, {s.title}, learns (above chance) [{SECTIONS[key]}, Fig. 2]",
-                paper=s.paper_top1, **spread(top1[key]), rule=AtLeast(chance),
-                note=note(top1[key], f"chance {chance:.1f}%"))
+                paper=s.paper_top1, rule=AtLeast(chance), note=note(key, f"chance {chance:.1f}%"), **arm(key))
         if prev is not None:
             p = LADDER[step_index(prev)]
             delta = round(s.paper_top1 - p.paper_top1, 2)
             where = f"paper {p.paper_top1:g} → {s.paper_top1:g}, {delta:+.1f} [{SECTIONS[key]}, Fig. 2]"
-            if delta == 0:
-                diffs = [a - b for a, b in zip(top1[key], top1[prev], strict=True)]
+            if delta == 0:  # "no change": a check on the per-seed differences (seeds both ran)
+                a, b = dict(zip(arm(key)["seeds"], top1[key])), dict(zip(arm(prev)["seeds"], top1[prev]))
+                both = [sd for sd in a if sd in b]
                 rec.add(f"delta_{key}", f"{s.title} leaves top-1 unchanged from {prev} ({where})",
-                        paper=0.0, **spread(diffs, math.sqrt(2)), unit="pp",
+                        paper=0.0, ours=[a[sd] - b[sd] for sd in both], seeds=both, unit="pp",
                         rule=Within(0.0, abs_tol=NO_CHANGE_TOLERANCE_PP),
-                        note=note(diffs, "ours: per-seed difference to the previous step"))
+                        note="ours: per-seed difference to the previous step" + ("; one seed: no spread"
+                                                                                  if len(both) == 1 else ""))
             else:
                 verb = "raises" if delta > 0 else "lowers"
-                rec.add(f"delta_{key}", f"{s.title} {verb} top-1 over {prev} ({where})",
-                        paper=s.paper_top1, **spread(top1[key]),
-                        rule=Better(f"acc_{prev}", higher_is_better=delta > 0), note=note(top1[key]))
+                is_head = key in headline and prev == STEP_KEYS[i - 1]
+                rec.add(headline[key] if is_head else f"delta_{key}",
+                        f"{s.title} {verb} top-1 over {prev} ({where})", paper=s.paper_top1,
+                        rule=Better(f"acc_{prev}", higher_is_better=delta > 0), note=note(key),
+                        kind="claim", headline=is_head, **arm(key))
         prev = key
     first, last = STEP_KEYS[0], STEP_KEYS[-1]
     if first in top1 and last in top1:
         rec.add("convnext_beats_resnet", "ConvNeXt beats the ResNet-50 it started from, with the same recipe "
-                "[Fig. 2, 82.0 vs 78.8]", paper=PAPER["ladder_top1"][last], **spread(top1[last]),
-                rule=Better(f"acc_{first}"), note=note(top1[last]))
+                "[Fig. 2, 82.0 vs 78.8]", paper=PAPER["ladder_top1"][last], rule=Better(f"acc_{first}"),
+                note=note(last), kind="claim", headline=True, **arm(last))
+    if "patchify" in top1 and "width" in top1:
+        p2, p4 = LADDER[step_index("patchify")], LADDER[step_index("width")]
+        rec.add("convnext_resnextify_helps", "ResNeXt-ify (depthwise conv + wider channels) improves on the "
+                f"step before it [Sec. 2.3, Fig. 2, {p2.paper_top1:g} -> {p4.paper_top1:g}]",
+                paper=p4.paper_top1, rule=Better("acc_patchify"), note=note("width"), kind="claim",
+                headline=True, **arm("width"))
 
     for i, s in enumerate(LADDER):
         if s.paper_gflops is None:
@@ -347,6 +380,14 @@ _FIRST, _LAST = STEP_KEYS[0], STEP_KEYS[-1]
 
 def _step_point(i: int) -> Point:
     s = LADDER[i]
+    if s.key == "fewer_activations":  # a headline claim, recorded under its fixed id
+        return Point("convnext_fewer_activations_helps",
+                     reproduced=f"Step {i}, {{claim}}: the same way at our scale ({{diff}} top-1, n = {{n}}; "
+                                f"a headline claim of the paper's micro design).",
+                     not_reproduced=f"Step {i}, {{claim}}: the other way at our scale ({{diff}} in the paper's "
+                                    "direction, n = {n}).",
+                     inconclusive=f"Step {i}, {{claim}}: {{diff}} in the paper's direction, n = {{n}}: not separated "
+                                  "from seed noise.")
     if s.key == "gelu":  # no change in the paper: a Within check on the per-seed differences
         return Point(f"delta_{s.key}",
                      reproduced=f"Step {i}, {{claim}}: unchanged at our scale as well (ours {{ours}}, n = {{n}}).",
@@ -369,8 +410,16 @@ TAKEAWAYS = [
                          f"({{diff}} top-1, n = {{n}}; Fig. 2: {_LT[_LAST]} vs. {_LT[_FIRST]}).",
           inconclusive=f"ConvNeXt vs. the ResNet-50 it started from, same recipe (the paper's main claim, Fig. 2: "
                        f"{_LT[_LAST]} vs. {_LT[_FIRST]}): {{diff}} top-1; n = {{n}}, not separated from seed noise: "
-                       "an illustration, not a verdict (`-p seeds 3 -p steps \"0,12\"` decides it).",
+                       "an illustration, not a verdict.",
           missing="This run did not train both ends of the ladder (`steps`)."),
+    Point("convnext_resnextify_helps",
+          reproduced=f"ResNeXt-ify (depthwise conv, then wider channels: steps 3-4) improves on the patchified "
+                     f"ResNet ({{diff}} top-1, n = {{n}}; Fig. 2: {_LT['width']} vs. {_LT['patchify']}).",
+          not_reproduced=f"ResNeXt-ify (steps 3-4) does not improve on the patchified ResNet at our scale ({{diff}} "
+                         f"top-1, n = {{n}}; Fig. 2: {_LT['width']} vs. {_LT['patchify']}).",
+          inconclusive=f"ResNeXt-ify (steps 3-4) vs. the patchified ResNet: {{diff}} top-1, n = {{n}}, not separated "
+                       f"from seed noise (Fig. 2: {_LT['width']} vs. {_LT['patchify']}).",
+          missing="This run did not train steps 2 and 4 (`steps`)."),
     "Each ladder step below is compared with the previous trained step, its difference signed in the paper's "
     "direction (positive = the same way as the paper's step).",
     *(_step_point(i) for i in range(1, len(LADDER))),
