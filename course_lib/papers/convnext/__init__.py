@@ -84,6 +84,8 @@ from .experiment import (
     results_table,
     run_config,
     run_ladder,
+    PROBES,
+    scaling_probe,
     selected_steps,
     step_seeds,
     train_config,

@@ -249,6 +249,39 @@ def run_ladder(P: config.Params, d: LadderData | None = None,
     return out
 
 
+# Scaling probes (course_lib.results.scaling; run by benchmarks/scaling_probe.py, committed under
+# results/04_convnext/): a headline claim's two steps at 1x, 2x, 4x ... the epochs per step.
+PROBES = {"convnext_beats_resnet": ("separate_downsampling", "resnet50"),
+          "convnext_resnextify_helps": ("width", "patchify"),
+          "convnext_fewer_activations_helps": ("fewer_activations", "gelu")}
+
+
+def scaling_probe(P: config.Params, claim: str, factors: Sequence[float] = (1, 2, 4),
+                  log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Train the two steps of ``claim`` (:data:`PROBES`) with ``P.seeds`` paired seeds at each
+    budget factor (epochs x factor, the recipe otherwise unchanged). Returns the keyword
+    arguments of :func:`course_lib.results.scaling.save_probe`."""
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    ours, base = PROBES[claim]
+    d = load_data(P)
+    dev = P.torch_device
+    test_loader = data.make_loader(d.test, 512, train=False, num_workers=0, device=dev)
+    rows = []
+    for f in factors:
+        epochs = max(1, round(P.epochs * f))
+        Pf = config.Params({**P, "epochs": epochs})
+        for seed in [P.seed + i for i in range(P.seeds)]:
+            for arm, key in (("ours", ours), ("baseline", base)):
+                model, info = train_step(Pf, d, key, seed)
+                top1 = train.evaluate(model, test_loader, device=dev)["top1"]
+                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
+                             "train_s": info.train_seconds})
+                log(f"{f:g}x ({epochs} epochs) seed {seed} {key}: top-1 {top1:.1f}% ({info.train_seconds:.0f}s)")
+    return {"rows": rows, "budget": "epochs per step", "unit": "%", "higher_is_better": True,
+            "arms": {"ours": f"step {step_index(ours)} {ours}", "baseline": f"step {step_index(base)} {base}"}}
+
+
 def results_table(res: dict[str, Any]):
     """The ladder as trained: ours (mean, std over seeds) beside the paper, one row per step."""
     import pandas as pd

@@ -360,6 +360,49 @@ def run_experiments(P: config.Params, d: ClassificationData | None = None,
             "data": d, "seconds": time.perf_counter() - t0}
 
 
+# Scaling probes (course_lib.results.scaling; benchmarks/scaling_probe.py, committed under
+# results/09_minivit/): a headline claim's two Table 1 students at 1x, 2x, 4x ... the student epochs.
+# (claim id: (the paper's side, its baseline, higher is the paper's side))
+PROBES = {"minivit_sharing_alone_hurts": ("ws", "original", False),
+          "minivit_transformation_helps": ("ws_wt", "ws", True),
+          "minivit_distillation_helps": ("ws_wd", "ws", True),
+          "minivit_matches_original": ("ws_wt_wd", "original", True)}
+
+
+def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4),
+                  log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Train the two students of ``claim`` (:data:`PROBES`) on ``P.seeds`` paired seeds at each
+    budget factor (student epochs x factor; the teacher is the notebook's). Returns the keyword
+    arguments of :func:`course_lib.results.scaling.save_probe`."""
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    ours, base, higher = PROBES[claim]
+    d = load_data(P)
+    y = _targets(d.test)
+    teacher, _ = train_teacher(P, d)
+    teacher.eval()
+    vs = variants(P)
+    rows = []
+    for f in factors:
+        epochs = max(1, round(P.student_epochs * f))
+        Pf = config.Params({**P, "student_epochs": epochs})
+        for seed in [P.seed + i for i in range(P.seeds)]:
+            for arm, name in (("ours", ours), ("baseline", base)):
+                v = vs[name]
+                model, info = train_student(Pf, d, v, teacher if v.distilled else None, seed)
+                top1 = _top1(model, d, y, P.torch_device)
+                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
+                             "train_s": info.train_seconds})
+                log(f"{f:g}x ({epochs} epochs) seed {seed} {name}: top-1 {top1:.1f}% ({info.train_seconds:.0f}s)")
+    return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": higher,
+            "arms": {"ours": name_of(ours), "baseline": name_of(base)}}
+
+
+def name_of(variant: str) -> str:
+    return {"original": "original ViT", "ws": "weight sharing", "ws_wt": "sharing + transformation",
+            "ws_wd": "sharing + distillation", "ws_wt_wd": "MiniViT"}.get(variant, variant)
+
+
 def _mean(runs: dict[str, list[Run]], name: str) -> float:
     vals = [r.top1 for r in runs[name]]
     return sum(vals) / len(vals)
