@@ -490,3 +490,17 @@ def test_real_datasets_are_found_through_the_catalog(tmp_path, monkeypatch):
         P = config.resolve("09_minivit", profile="smoke", dataset=name, data_root=str(tmp_path))
         with pytest.raises(FileNotFoundError, match=f"fetch.py {name}"):
             mv.load_data(P)
+
+
+def test_teacher_cache_key_names_the_patch(monkeypatch):
+    """A teacher cut into other patches is another model: its cache key must say so (the
+    students' keys hold their whole architecture)."""
+    seen = []
+    monkeypatch.setattr(mv.experiment.classification, "train_cached",
+                        lambda name, d, cfg, build, **kw: seen.append(kw["model"]))
+    d = type("D", (), {"num_classes": 6})()
+    for patch in (0, 8):
+        mv.train_teacher(config.resolve("09_minivit", profile="smoke", patch_size=patch), d)
+    assert seen[0] == {"teacher": "course_teacher_d4", "stem": "patch"}  # old keys stay valid
+    assert seen[1] == {**seen[0], "patch_size": 8}
+    assert mv.build_teacher(config.resolve("09_minivit", profile="study"), 6).patch_embed.patch_size == (8, 8)

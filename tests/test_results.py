@@ -473,3 +473,17 @@ def test_takeaways_follow_the_verdicts():
     r2.add("base", "baseline", paper=None, ours=new, seeds=range(5), rule=AtLeast(0))
     r2.add("x", "x beats base", paper=1.0, ours=base, seeds=range(5), rule=Better("base"))
     assert "X loses (−1.02 ± 0.086%)" in takeaways(r2.to_dict() | {"claims": [c.to_json() for c in r2.claims]}, pts)
+
+
+def test_record_names_the_commit_it_started_from(monkeypatch, tmp_path):
+    """A record's commit and dirty flag are those of the tree when the run started: editing the
+    tree while a long run goes on must not relabel it."""
+    from course_lib.results import record as rmod
+
+    states = iter([("abc1234", False), ("def5678", True)])
+    monkeypatch.setattr(rmod, "git_state", lambda: next(states))
+    rec = Results("03_deit", "t", "u", {"profile": "smoke"})
+    rec.add("x", "a check", paper=None, ours=50.0, rule=AtLeast(10.0))
+    rec.save(tmp_path)
+    meta = json.loads((tmp_path / "03_deit" / "smoke.json").read_text())["meta"]
+    assert (meta["commit"], meta["dirty"]) == ("abc1234", False)

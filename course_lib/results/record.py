@@ -174,6 +174,9 @@ class Results:
         self.params = dict(params or {})
         self.profile = profile or self.params.get("profile") or "study"
         self._t0 = time.perf_counter()
+        # the commit the run starts from: edits made while it runs (say a maintainer's next
+        # change during a 15-minute record) must not relabel it
+        self._git_start = git_state()
         self._start = _dt.datetime.now().astimezone()
         self.meta: dict[str, Any] = {
             "date": self._start.isoformat(timespec="seconds"),
@@ -320,7 +323,7 @@ class Results:
 
     # -- output ------------------------------------------------------------------------------
     def _finish_meta(self) -> None:
-        commit, dirty = git_state()
+        commit, dirty = self._git_start
         torch = sys.modules.get("torch")
         if torch is None:
             try:

@@ -44,6 +44,7 @@ from .experiment import (
     PAPER,
     PAPER_URL,
     PARAMS,
+    PROBES,
     STUDENTS,
     TAKEAWAYS,
     TEACHERS,
@@ -58,6 +59,7 @@ from .experiment import (
     record_results,
     recorder,
     run_experiments,
+    scaling_probe,
     train_student,
     train_teacher,
 )
@@ -65,6 +67,7 @@ from .figures import plot_table3
 from .method import DistillationLoss, hard_distillation_loss, soft_distillation_loss
 
 __all__ = [
+    "PROBES", "scaling_probe",
     "ClassificationData", "accuracy", "eval_transform", "head_logits", "targets_of", "train_transform",
     "world_config", "create_vit",
     "CODE_VERSION", "NOTEBOOK", "PAPER", "PAPER_URL", "PARAMS", "STUDENTS", "TAKEAWAYS", "TEACHERS", "TITLE", "Run",

@@ -219,6 +219,38 @@ def run_experiments(P: config.Params, d: ClassificationData | None = None, log=p
             "token_model": token, "data": d, "seeds": seeds, "seconds": time.perf_counter() - t0}
 
 
+# Scaling probes (course_lib.results.scaling; benchmarks/scaling_probe.py, committed under
+# results/03_deit/): a headline claim's two students at 1x, 2x, 4x ... the student epochs.
+# claim id: ((label, kind, distilled, head) of the paper's side, of its baseline)
+PROBES = {"deit_token_beats_class": (("token", "hard", True, "both"), ("hard", "hard", False, "cls"))}
+
+
+def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) -> dict[str, Any]:
+    """Train the two students of ``claim`` (:data:`PROBES`) on ``P.seeds`` paired seeds at each
+    budget factor (student epochs x factor; the convnet teacher is the notebook's). Returns the
+    keyword arguments of :func:`course_lib.results.scaling.save_probe`."""
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    d = load_data(P)
+    y = targets_of(d.test)
+    teacher, _ = train_teacher(P, d)
+    rows = []
+    for f in factors:
+        epochs = max(1, round(P.student_epochs * f))
+        Pf = config.Params({**P, "student_epochs": epochs})
+        for seed in seed_list(P):
+            for arm, (label, kind, distilled, head) in zip(("ours", "baseline"), PROBES[claim]):
+                model, info = train_student(Pf, d, kind, teacher, seed, distilled)
+                top1 = accuracy(head_logits(model, d.test, P.torch_device)[head], y)
+                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
+                             "train_s": info.train_seconds})
+                log(f"{f:g}x ({epochs} epochs) seed {seed} {label} ({head}): top-1 {top1:.1f}% "
+                    f"({info.train_seconds:.0f}s)")
+    (lo, _, _, ho), (lb, _, _, hb) = PROBES[claim]
+    return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": True,
+            "arms": {"ours": f"{lo} ({ho} heads)", "baseline": f"{lb} ({hb} head)"}}
+
+
 def seed_list(P: config.Params) -> list[int]:
     """The students' seeds: ``P.seed, P.seed + 1, ...`` (``P.seeds`` of them)."""
     return [P.seed + i for i in range(P.seeds)]

@@ -63,7 +63,8 @@ PARAMS: dict[str, Param] = {
     "image_size": Param(32, "input side in pixels; the patch size scales with it (8x8 token grid)",
                         type=int, low=32, high=224, check=lambda s: s % 32 == 0,
                         check_help="and a multiple of 32"),
-    "patch_size": Param(0, "patch of the teacher and every student in pixels (0: the presets' 8x8 token "
+    "patch_size": Param({"smoke": 0, "study": 8, "paper": 0},
+                        "patch of the teacher and every student in pixels (0: the presets' 8x8 token "
                         "grid, image_size // 8); eq. 10-11 relate the same tokens in both", type=int, low=0,
                         high=64),
     "num_classes": Param({"smoke": 6, "study": 6, "paper": 100},
@@ -77,11 +78,11 @@ PARAMS: dict[str, Param] = {
                      "the larger ViT teacher", choices=TEACHERS),
     "teacher_stem": Param("patch", "patch: a plain ViT teacher; conv: early convolutions (ConvStem)",
                           choices=("patch", "conv")),
-    "teacher_epochs": Param({"smoke": 1, "study": 8, "paper": 300}, type=int, low=1),
+    "teacher_epochs": Param({"smoke": 1, "study": 16, "paper": 300}, type=int, low=1),
     "teacher_lr": Param({"smoke": 1e-3, "study": 1e-3, "paper": 5e-4}, "teacher AdamW lr", low=1e-6, high=1.0),
     "student": Param({"smoke": "course_tiny", "study": "course_tiny", "paper": "cifar_tiny"},
                      "ViT preset that every student (original and Mini) is built from", choices=STUDENTS),
-    "student_epochs": Param({"smoke": 1, "study": 2, "paper": 300}, type=int, low=1),
+    "student_epochs": Param({"smoke": 1, "study": 6, "paper": 300}, type=int, low=1),
     "batch_size": Param({"smoke": 16, "study": 128, "paper": 256}, type=int, low=2),
     "lr": Param({"smoke": 2e-3, "study": 2e-3, "paper": 5e-4}, "student AdamW lr", low=1e-6, high=1.0),
     "share": Param("every-2", "sharing pattern of Tables 1 and 3 (Table 2 runs both)",
@@ -276,7 +277,10 @@ def train_teacher(P: config.Params, d: ClassificationData):
     return classification.train_cached(
         f"minivit-teacher-{P.teacher}", d, cfg, lambda: build_teacher(P, d.num_classes),
         batch_size=P.batch_size, device=P.torch_device, seed=0,
-        model={"teacher": P.teacher, "stem": P.teacher_stem}, loss={"kind": "cross_entropy"},
+        # the preset, its stem and (when it is not the preset's) the patch: what the teacher is
+        model={"teacher": P.teacher, "stem": P.teacher_stem,
+               **({"patch_size": P.patch_size} if P.get("patch_size", 0) else {})},
+        loss={"kind": "cross_entropy"},
         code=CODE_VERSION, force=P.retrain)
 
 

@@ -42,6 +42,7 @@ from .experiment import (
     PAPER,
     PAPER_URL,
     PARAMS,
+    PROBES,
     TAKEAWAYS,
     TITLE,
     Run,
@@ -53,6 +54,7 @@ from .experiment import (
     record_results,
     recorder,
     run_experiments,
+    scaling_probe,
     select,
     table2,
     train_student,
@@ -69,6 +71,7 @@ from .figures import (
 from .method import USILoss, kd_kl, recipe, soft_cross_entropy
 
 __all__ = [
+    "PROBES", "scaling_probe",
     "CODE_VERSION", "FAMILIES", "FAMILY_NAMES", "NOTEBOOK", "PAPER", "PAPER_URL", "PARAMS", "TAKEAWAYS", "TITLE", "Run",
     "ablation_table", "build_student", "build_teacher", "load_data", "parse_list", "record_results",
     "recorder", "run_experiments", "select", "table2", "train_student", "train_teacher", "world_config",

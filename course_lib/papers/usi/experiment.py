@@ -299,6 +299,39 @@ def run_experiments(P: config.Params, d: ClassificationData | None = None, log=p
 
 
 
+# Scaling probes (course_lib.results.scaling; benchmarks/scaling_probe.py, committed under
+# results/02_usi/): a Table 2 family with and without KD at 1x, 2x, 4x ... the student epochs.
+PROBES = {f"usi_kd_{fam}": fam for fam in FAMILIES}
+
+
+def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) -> dict[str, Any]:
+    """Train the family of ``claim`` with (α_kd = ``P.alpha_kd``) and without KD on ``P.seeds``
+    paired seeds at each budget factor (epochs x factor, the one recipe otherwise unchanged; the
+    teacher is the notebook's). Returns the keyword arguments of
+    :func:`course_lib.results.scaling.save_probe`."""
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    fam = PROBES[claim]
+    d = load_data(P)
+    y = targets_of(d.test)
+    teacher, _ = train_teacher(P, d)
+    rows = []
+    for f in factors:
+        epochs = max(1, round(P.epochs * f))
+        Pf = config.Params({**P, "epochs": epochs})
+        for seed in [P.seed + i for i in range(P.seeds)]:
+            for arm, a in (("ours", P.alpha_kd), ("baseline", 0.0)):
+                model, info = train_student(Pf, d, fam, teacher, seed, a, P.tau)
+                top1 = accuracy(head_logits(model, d.test, P.torch_device)["cls"], y)
+                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
+                             "train_s": info.train_seconds})
+                log(f"{f:g}x ({epochs} epochs) seed {seed} {fam} α_kd={a:g}: top-1 {top1:.1f}% "
+                    f"({info.train_seconds:.0f}s)")
+    return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": True,
+            "arms": {"ours": f"{FAMILY_NAMES[fam]}, USI (α_kd = {P.alpha_kd:g})",
+                     "baseline": f"{FAMILY_NAMES[fam]}, no KD"}}
+
+
 def select(runs: list[Run], label: str, family: str | None = None, **where) -> list[Run]:
     out = [r for r in runs if r.label == label and (family is None or r.family == family)]
     return [r for r in out if all(getattr(r, k) == v for k, v in where.items())]
