@@ -47,10 +47,11 @@ def main(argv=None) -> int:
     P = config.resolve(a.notebook, a.profile, **overrides)
     factors = [float(f) for f in a.factors.split(",")]
     t0 = time.perf_counter()
+    git = scaling.git_state()  # the commit the probe starts from
     out = pkg.scaling_probe(P, a.claim, factors, log=lambda s: print(s, flush=True))
     path = scaling.save_probe(a.notebook, a.claim, out["rows"], budget=out["budget"], arms=out["arms"],
                               higher_is_better=out["higher_is_better"], unit=out["unit"], params=dict(P),
-                              elapsed_s=round(time.perf_counter() - t0, 1))
+                              elapsed_s=round(time.perf_counter() - t0, 1), git=git)
     print(scaling.probe_table(scaling.load_probe(a.notebook, a.claim)).round(2).to_string())
     print(f"saved {path}")
     return 0

@@ -459,8 +459,9 @@ def test_headline_ids_and_seed_steps(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
     P = config.resolve("04_convnext", profile="study")
-    assert convnext.step_seeds(P, "resnet50") == [0, 1, 2] and convnext.step_seeds(P, "stage_ratio") == [0]
-    assert convnext.step_seeds(config.resolve("04_convnext", profile="study", seed_steps="all"), "gelu") == [0, 1, 2]
+    assert convnext.step_seeds(P, "resnet50") == list(range(P.seeds)) and convnext.step_seeds(P, "stage_ratio") == [0]
+    P = config.resolve("04_convnext", profile="study", seeds=3)
+    assert convnext.step_seeds(config.resolve("04_convnext", profile="study", seeds=3, seed_steps="all"), "gelu") == [0, 1, 2]
     with pytest.raises(config.ParameterError, match="seed_steps"):
         config.resolve("04_convnext", profile="study", seed_steps="0,99")
     keys = list(convnext.STEP_KEYS)

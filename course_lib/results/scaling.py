@@ -38,16 +38,17 @@ def probe_path(notebook: str, claim: str, results_dir: str | Path | None = None)
 def save_probe(notebook: str, claim: str, rows: list[dict[str, Any]], *, budget: str,
                arms: dict[str, str], higher_is_better: bool = True, unit: str = "%",
                params: dict[str, Any] | None = None, elapsed_s: float | None = None,
-               results_dir: str | Path | None = None) -> Path:
+               git: tuple[str | None, bool] | None = None, results_dir: str | Path | None = None) -> Path:
     """Write a probe (see the module docstring). ``rows``: one dict per trained model with
-    ``factor``, ``budget``, ``seed``, ``arm`` (``"ours"`` or ``"baseline"``) and ``value``."""
+    ``factor``, ``budget``, ``seed``, ``arm`` (``"ours"`` or ``"baseline"``) and ``value``;
+    ``git``: ``(commit, dirty)`` when the probe started (default: now)."""
     for r in rows:
         missing = {"factor", "budget", "seed", "arm", "value"} - set(r)
         if missing or r["arm"] not in ARMS:
             raise ValueError(f"probe row {r}: needs factor, budget, seed, arm in {ARMS} and value")
     if set(arms) != set(ARMS):
         raise ValueError(f"arms must name {ARMS}, got {sorted(arms)}")
-    commit, dirty = git_state()
+    commit, dirty = git if git is not None else git_state()
     record = {"notebook": notebook, "claim": claim, "budget": budget, "unit": unit,
               "higher_is_better": bool(higher_is_better), "arms": dict(arms),
               "rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows],
