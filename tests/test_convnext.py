@@ -474,3 +474,16 @@ def test_headline_ids_and_seed_steps(monkeypatch, tmp_path):
         assert rec[cid].headline and rec[cid].kind == "claim" and rec[cid].n == 3
         assert rec[cid].verdict == REPRODUCED  # +2 / +12 points on every paired seed
     assert rec["delta_gelu"].n == 1 and rec["delta_stage_ratio"].verdict == "inconclusive"
+
+
+def test_scaling_probe_trains_both_steps_per_budget(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    P = config.resolve("04_convnext", profile="smoke", train_images=64, eval_images=64, max_steps=1,
+                       batch_size=16, data_root=str(tmp_path / "data"))
+    out = convnext.scaling_probe(P, "convnext_beats_resnet", factors=(1, 2), log=lambda s: None)
+    rows = out["rows"]
+    assert [(r["budget"], r["arm"]) for r in rows] == [(1, "ours"), (1, "baseline"), (2, "ours"), (2, "baseline")]
+    assert all(0.0 <= r["value"] <= 100.0 for r in rows) and out["arms"]["baseline"] == "step 0 resnet50"
+    with pytest.raises(ValueError, match="probe exists"):
+        convnext.scaling_probe(P, "convnext_is_fast")

@@ -45,3 +45,24 @@ def test_lower_is_better_is_oriented_and_bad_rows_fail(tmp_path):
     with pytest.raises(ValueError, match="arm"):
         scaling.save_probe("n", "c", [{"factor": 1, "budget": 1, "seed": 0, "arm": "other", "value": 1.0}],
                            budget="steps", arms={"ours": "a", "baseline": "b"}, results_dir=tmp_path)
+
+
+def test_sweep_trains_each_arm_on_each_seed_at_each_budget():
+    from course_lib import config
+
+    P = config.Params({"seed": 5, "seeds": 2, "epochs": 3})
+    calls = []
+
+    def arm(gain):
+        def run(Pf, seed):
+            calls.append((Pf["epochs"], seed, gain))
+            return 50.0 + gain * Pf["epochs"] + seed, 1.0
+        return ("arm", run)
+
+    rows = scaling.sweep(P, (1, 2, 0.5), "epochs", {"ours": arm(1.0), "baseline": arm(0.0)}, log=lambda s: None)
+    assert [c[:2] for c in calls[:4]] == [(3, 5), (3, 5), (3, 6), (3, 6)] and {c[0] for c in calls} == {3, 6, 2}
+    assert len(rows) == 3 * 2 * 2 and P["epochs"] == 3  # the caller's parameters are left alone
+    ivs = scaling.probe_intervals({"rows": rows, "higher_is_better": True})
+    assert [round(iv.mean, 6) for _, _, iv in ivs] == [2.0, 3.0, 6.0]  # 0.5x: 1.5 epochs round to 2
+    with pytest.raises(ValueError, match="arms"):
+        scaling.sweep(P, (1,), "epochs", {"ours": arm(1.0)})

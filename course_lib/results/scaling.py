@@ -156,3 +156,26 @@ def show_probes(notebook: str, claims, results_dir: str | Path | None = None) ->
     if not shown:
         print(f"no scaling probe committed for {notebook} (benchmarks/scaling_probe.py {notebook} CLAIM)")
     return shown
+
+
+def sweep(P, factors, knob: str, arms: dict, log=print) -> list[dict[str, Any]]:
+    """The rows of a probe: for each budget factor ``f``, the parameters ``P`` with ``knob``
+    (say ``"epochs"``) set to ``round(P[knob] * f)``, each seed ``P.seed .. P.seed + P.seeds - 1``
+    and each arm of ``arms`` (``{"ours": (label, run), "baseline": (label, run)}``, where
+    ``run(P_f, seed)`` trains or loads that arm and returns ``(value, train_seconds)``)."""
+    from course_lib import config
+
+    if set(arms) != set(ARMS):
+        raise ValueError(f"arms must name {ARMS}, got {sorted(arms)}")
+    rows = []
+    for f in factors:
+        budget = max(1, round(P[knob] * f))
+        Pf = config.Params({**P, knob: budget})
+        for seed in [P.seed + i for i in range(P.seeds)]:
+            for arm in ARMS:
+                label, run = arms[arm]
+                value, seconds = run(Pf, seed)
+                rows.append({"factor": f, "budget": budget, "seed": seed, "arm": arm, "value": value,
+                             "train_s": seconds})
+                log(f"{f:g}x ({knob} {budget}) seed {seed} {label}: {value:.1f} ({seconds:.0f}s)")
+    return rows

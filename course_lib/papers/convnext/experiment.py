@@ -267,17 +267,16 @@ def scaling_probe(P: config.Params, claim: str, factors: Sequence[float] = (1, 2
     d = load_data(P)
     dev = P.torch_device
     test_loader = data.make_loader(d.test, 512, train=False, num_workers=0, device=dev)
-    rows = []
-    for f in factors:
-        epochs = max(1, round(P.epochs * f))
-        Pf = config.Params({**P, "epochs": epochs})
-        for seed in [P.seed + i for i in range(P.seeds)]:
-            for arm, key in (("ours", ours), ("baseline", base)):
-                model, info = train_step(Pf, d, key, seed)
-                top1 = train.evaluate(model, test_loader, device=dev)["top1"]
-                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
-                             "train_s": info.train_seconds})
-                log(f"{f:g}x ({epochs} epochs) seed {seed} {key}: top-1 {top1:.1f}% ({info.train_seconds:.0f}s)")
+
+    def arm(key):
+        def run(Pf, seed):
+            model, info = train_step(Pf, d, key, seed)
+            return train.evaluate(model, test_loader, device=dev)["top1"], info.train_seconds
+        return (key, run)
+
+    from course_lib.results.scaling import sweep
+
+    rows = sweep(P, factors, "epochs", {"ours": arm(ours), "baseline": arm(base)}, log)
     return {"rows": rows, "budget": "epochs per step", "unit": "%", "higher_is_better": True,
             "arms": {"ours": f"step {step_index(ours)} {ours}", "baseline": f"step {step_index(base)} {base}"}}
 

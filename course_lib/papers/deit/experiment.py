@@ -231,21 +231,20 @@ def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) ->
     keyword arguments of :func:`course_lib.results.scaling.save_probe`."""
     if claim not in PROBES:
         raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    from course_lib.results.scaling import sweep
+
     d = load_data(P)
     y = targets_of(d.test)
     teacher, _ = train_teacher(P, d)
-    rows = []
-    for f in factors:
-        epochs = max(1, round(P.student_epochs * f))
-        Pf = config.Params({**P, "student_epochs": epochs})
-        for seed in seed_list(P):
-            for arm, (label, kind, distilled, head) in zip(("ours", "baseline"), PROBES[claim]):
-                model, info = train_student(Pf, d, kind, teacher, seed, distilled)
-                top1 = accuracy(head_logits(model, d.test, P.torch_device)[head], y)
-                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
-                             "train_s": info.train_seconds})
-                log(f"{f:g}x ({epochs} epochs) seed {seed} {label} ({head}): top-1 {top1:.1f}% "
-                    f"({info.train_seconds:.0f}s)")
+
+    def arm(label, kind, distilled, head):
+        def run(Pf, seed):
+            model, info = train_student(Pf, d, kind, teacher, seed, distilled)
+            return accuracy(head_logits(model, d.test, P.torch_device)[head], y), info.train_seconds
+        return (f"{label} ({head})", run)
+
+    ours, base = PROBES[claim]
+    rows = sweep(P, factors, "student_epochs", {"ours": arm(*ours), "baseline": arm(*base)}, log)
     (lo, _, _, ho), (lb, _, _, hb) = PROBES[claim]
     return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": True,
             "arms": {"ours": f"{lo} ({ho} heads)", "baseline": f"{lb} ({hb} head)"}}

@@ -388,18 +388,17 @@ def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4),
     teacher, _ = train_teacher(P, d)
     teacher.eval()
     vs = variants(P)
-    rows = []
-    for f in factors:
-        epochs = max(1, round(P.student_epochs * f))
-        Pf = config.Params({**P, "student_epochs": epochs})
-        for seed in [P.seed + i for i in range(P.seeds)]:
-            for arm, name in (("ours", ours), ("baseline", base)):
-                v = vs[name]
-                model, info = train_student(Pf, d, v, teacher if v.distilled else None, seed)
-                top1 = _top1(model, d, y, P.torch_device)
-                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
-                             "train_s": info.train_seconds})
-                log(f"{f:g}x ({epochs} epochs) seed {seed} {name}: top-1 {top1:.1f}% ({info.train_seconds:.0f}s)")
+
+    def arm(name):
+        def run(Pf, seed):
+            v = vs[name]
+            model, info = train_student(Pf, d, v, teacher if v.distilled else None, seed)
+            return _top1(model, d, y, P.torch_device), info.train_seconds
+        return (name, run)
+
+    from course_lib.results.scaling import sweep
+
+    rows = sweep(P, factors, "student_epochs", {"ours": arm(ours), "baseline": arm(base)}, log)
     return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": higher,
             "arms": {"ours": name_of(ours), "baseline": name_of(base)}}
 

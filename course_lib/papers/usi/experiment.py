@@ -311,22 +311,20 @@ def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) ->
     :func:`course_lib.results.scaling.save_probe`."""
     if claim not in PROBES:
         raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    from course_lib.results.scaling import sweep
+
     fam = PROBES[claim]
     d = load_data(P)
     y = targets_of(d.test)
     teacher, _ = train_teacher(P, d)
-    rows = []
-    for f in factors:
-        epochs = max(1, round(P.epochs * f))
-        Pf = config.Params({**P, "epochs": epochs})
-        for seed in [P.seed + i for i in range(P.seeds)]:
-            for arm, a in (("ours", P.alpha_kd), ("baseline", 0.0)):
-                model, info = train_student(Pf, d, fam, teacher, seed, a, P.tau)
-                top1 = accuracy(head_logits(model, d.test, P.torch_device)["cls"], y)
-                rows.append({"factor": f, "budget": epochs, "seed": seed, "arm": arm, "value": top1,
-                             "train_s": info.train_seconds})
-                log(f"{f:g}x ({epochs} epochs) seed {seed} {fam} α_kd={a:g}: top-1 {top1:.1f}% "
-                    f"({info.train_seconds:.0f}s)")
+
+    def arm(alpha_kd):
+        def run(Pf, seed):
+            model, info = train_student(Pf, d, fam, teacher, seed, alpha_kd, P.tau)
+            return accuracy(head_logits(model, d.test, P.torch_device)["cls"], y), info.train_seconds
+        return (f"{fam} α_kd={alpha_kd:g}", run)
+
+    rows = sweep(P, factors, "epochs", {"ours": arm(P.alpha_kd), "baseline": arm(0.0)}, log)
     return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": True,
             "arms": {"ours": f"{FAMILY_NAMES[fam]}, USI (α_kd = {P.alpha_kd:g})",
                      "baseline": f"{FAMILY_NAMES[fam]}, no KD"}}
