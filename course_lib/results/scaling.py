@@ -148,7 +148,7 @@ def show_probes(notebook: str, claims, results_dir: str | Path | None = None) ->
             continue
         meta = probe.get("meta", {})
         print(f"{claim}: {probe['arms']['ours']} vs. {probe['arms']['baseline']} (commit {meta.get('commit')}, "
-              f"{(meta.get('elapsed_s') or 0) / 60:.0f} min on {meta.get('machine', {}).get('cpu_count')} cores)")
+              f"{(meta.get('elapsed_s') or 0) / 60:.0f} min wall clock)" + (f"; {meta['note']}" if meta.get("note") else ""))
         display(probe_table(probe).round(2))
         plot_probe(probe)
         plt.show()
