@@ -464,15 +464,23 @@ def test_headline_ids_and_seed_steps(monkeypatch, tmp_path):
     assert convnext.step_seeds(config.resolve("04_convnext", profile="study", seeds=3, seed_steps="all"), "gelu") == [0, 1, 2]
     with pytest.raises(config.ParameterError, match="seed_steps"):
         config.resolve("04_convnext", profile="study", seed_steps="0,99")
+    # a step may carry its own seed count; a bad count fails at once, naming the form
+    Pc = config.resolve("04_convnext", profile="study", seeds=3, seed_steps="0, gelu:6,9:4")
+    assert [len(convnext.step_seeds(Pc, k)) for k in ("resnet50", "gelu", "fewer_activations", "patchify")] == [3, 6, 4, 1]
+    assert convnext.selected_steps(config.resolve("04_convnext", profile="study", steps="0:2,12")) == ["resnet50", "separate_downsampling"]
+    for bad in ("8:0", "8:x", "8:"):
+        with pytest.raises(config.ParameterError, match="optional ':count'"):
+            config.resolve("04_convnext", profile="study", seed_steps=bad)
     keys = list(convnext.STEP_KEYS)
-    top1 = {k: ([70.0 + i, 70.5 + i, 69.5 + i] if len(convnext.step_seeds(P, k)) == 3 else [70.0 + i])
+    top1 = {k: [70.0 + i + 0.5 * ((j % 3) - 1) * (j > 0) for j in range(len(convnext.step_seeds(P, k)))]
             for i, k in enumerate(keys)}
     rec = convnext.record_results(P, {"steps": keys, "top1": top1, "num_classes": 6})
     ids = {c.id for c in rec.claims}
     assert "delta_fewer_activations" not in ids  # the same pair of runs as the headline claim
     for cid in ("convnext_beats_resnet", "convnext_resnextify_helps", "convnext_fewer_activations_helps"):
-        assert rec[cid].headline and rec[cid].kind == "claim" and rec[cid].n == 3
+        assert rec[cid].headline and rec[cid].kind == "claim" and rec[cid].n >= 3
         assert rec[cid].verdict == REPRODUCED  # +2 / +12 points on every paired seed
+    assert rec["convnext_fewer_activations_helps"].n == 10  # the study's own count for 8 -> 9
     assert rec["delta_gelu"].n == 1 and rec["delta_stage_ratio"].verdict == "inconclusive"
 
 

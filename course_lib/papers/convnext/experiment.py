@@ -32,11 +32,31 @@ CODE_VERSION = 2
 # The notebook's parameters
 
 
+def _step_token(t: Any) -> int | str:
+    t = t.strip() if isinstance(t, str) else t
+    return int(t) if isinstance(t, str) and t.lstrip("-").isdigit() else t
+
+
+def _step_counts(value: Any) -> list[tuple[int | str, int | None]]:
+    """``"0,12"``, ``"resnet50, layer_norm"`` (papermill's ``-p`` passes strings) or a list; an
+    entry may carry its own seed count after a colon (``"8:10"``: step 8 on 10 seeds)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for t in items:
+        if isinstance(t, str) and not t.strip():
+            continue
+        n = None
+        if isinstance(t, str) and ":" in t:
+            t, _, count = t.partition(":")
+            n = int(count)  # ValueError for a bad count: the parameter check reports it
+            if n < 1:
+                raise ValueError(f"seed count {n} < 1")
+        out.append((_step_token(t), n))
+    return out
+
+
 def _step_list(value: Any) -> list[int | str]:
-    """``"0,12"`` or ``"resnet50, layer_norm"`` (papermill's ``-p`` passes strings) or a list."""
-    if isinstance(value, str):
-        return [int(t) if t.strip().lstrip("-").isdigit() else t.strip() for t in value.split(",") if t.strip()]
-    return list(value)
+    return [step for step, _ in _step_counts(value)]
 
 
 def _valid_steps(value: Any) -> bool:
@@ -46,7 +66,7 @@ def _valid_steps(value: Any) -> bool:
         return False
     try:
         return bool([step_index(s) for s in _step_list(value)])
-    except (KeyError, IndexError, TypeError):
+    except (KeyError, IndexError, TypeError, ValueError):
         return False
 
 
@@ -58,8 +78,9 @@ PARAMS: dict[str, Param] = {
                         low=32, high=224, check=lambda s: s % 32 == 0, check_help="and a multiple of 32"),
     "num_classes": Param({"smoke": 6, "study": 6, "paper": 10},
                          "world: shape classes (2-12); real datasets: ignored", type=int, low=2, high=100),
-    # study values calibrated in docs/calibration.md ("04 ConvNeXt"): 6 steps x 5 seeds + 7 steps x 1 seed,
-    # 3 epochs x 3,500 images each (389k image passes), about 11 minutes on 2 quiet cores
+    # study values calibrated in docs/calibration.md ("04 ConvNeXt"): 4 steps x 5 seeds + 2 steps x 10
+    # seeds + 7 steps x 1 seed, 3 epochs x 3,500 images each (494k image passes), about 13 minutes on
+    # 2 quiet cores
     "train_images": Param({"smoke": 512, "study": 3500, "paper": 50000}, "world train images", type=int, low=64),
     "eval_images": Param({"smoke": 256, "study": 1000, "paper": 10000}, "world val/test images", type=int, low=64),
     "scale": Param({"smoke": "course", "study": "course", "paper": "imagenet"},
@@ -82,11 +103,15 @@ PARAMS: dict[str, Param] = {
                          "initial layer scale γ of the ConvNeXt step (paper: 1e-6)", low=0.0, high=10.0),
     "seeds": Param({"smoke": 1, "study": 5, "paper": 3}, "paired seeds of the `seed_steps` (the headline "
                    "comparisons); every other step runs the first seed", type=int, low=1, high=10),
-    "seed_steps": Param({"smoke": "all", "study": "0,2,4,8,9,12", "paper": "all"},
-                        "ladder steps trained on every seed: 'all' or keys/indices as for `steps` (study: the "
-                        "ends of the ladder, ResNeXt-ify 2 -> 4 and fewer activations 8 -> 9)",
+    # study: fewer activations 8 -> 9 on 10 seeds (docs/calibration.md, 04: its paired spread at
+    # n = 5 was 3.4 points for a +3.2 mean, so 5 seeds could not decide it)
+    "seed_steps": Param({"smoke": "all", "study": "0,2,4,8:10,9:10,12", "paper": "all"},
+                        "ladder steps trained on `seeds` seeds: 'all' or keys/indices as for `steps`, each "
+                        "optionally with its own count ('8:10': step 8 on 10 seeds; study: the ends of the "
+                        "ladder, ResNeXt-ify 2 -> 4, fewer activations 8 -> 9 on 10)",
                         type=(str, list, tuple), check=_valid_steps,
-                        check_help="'all', a non-empty list of ladder step keys or indices, or '0,12'"),
+                        check_help="'all', a non-empty list of ladder step keys or indices, each with an "
+                                   "optional ':count' (≥ 1), e.g. '0,12' or '0,8:10,9:10'"),
     "steps": Param("all", "ladder steps to train: 'all', a list of keys/indices of LADDER or a "
                    "comma-separated string of them ('0,12')", type=(str, list, tuple), check=_valid_steps,
                    check_help="'all', a non-empty list of ladder step keys or indices, or '0,12'"),
@@ -109,10 +134,15 @@ def selected_steps(P: config.Params) -> list[str]:
 
 
 def step_seeds(P: config.Params, key: str) -> list[int]:
-    """The seeds ``key`` is trained with: all ``P.seeds`` for a step of ``P.seed_steps``, else the
-    first (the budget goes to the headline comparisons)."""
-    seeds = [P.seed + i for i in range(P.seeds)]
-    return seeds if key in _keys(P.get("seed_steps", "all")) else seeds[:1]
+    """The seeds ``key`` is trained with: ``P.seeds`` seeds (or the step's own count, ``"8:10"``)
+    for a step of ``P.seed_steps``, else the first (the budget goes to the headline comparisons)."""
+    value = P.get("seed_steps", "all")
+    if value == "all":
+        n = P.seeds
+    else:
+        counts = {STEP_KEYS[step_index(s)]: c for s, c in _step_counts(value)}
+        n = (counts[key] or P.seeds) if key in counts else 1
+    return [P.seed + i for i in range(n)]
 
 
 def run_config(P: config.Params, step: int | str) -> LadderConfig:
