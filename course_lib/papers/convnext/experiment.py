@@ -445,7 +445,9 @@ def _step_point(i: int) -> Point:
     if s.key == "fewer_activations":  # a headline claim, recorded under its fixed id
         return Point("convnext_fewer_activations_helps",
                      reproduced=f"Step {i}, {{claim}}: the same way at our scale ({{diff}} top-1, n = {{n}}; "
-                                f"a headline claim of the paper's micro design).",
+                                f"a headline claim of the paper's micro design). At 3 epochs this measures how "
+                                f"fast each step learns; the scaling probe above shows what longer training does "
+                                f"to the gap.",
                      not_reproduced=f"Step {i}, {{claim}}: the other way at our scale ({{diff}} in the paper's "
                                     "direction, n = {n}).",
                      inconclusive=f"Step {i}, {{claim}}: {{diff}} in the paper's direction, n = {{n}}: not separated "
@@ -476,7 +478,8 @@ TAKEAWAYS = [
           missing="This run did not train both ends of the ladder (`steps`)."),
     Point("convnext_resnextify_helps",
           reproduced=f"ResNeXt-ify (depthwise conv, then wider channels: steps 3-4) improves on the patchified "
-                     f"ResNet ({{diff}} top-1, n = {{n}}; Fig. 2: {_LT['width']} vs. {_LT['patchify']}).",
+                     f"ResNet ({{diff}} top-1, n = {{n}}; Fig. 2: {_LT['width']} vs. {_LT['patchify']}); the "
+                     f"scaling probe above shows what longer training does to the gap.",
           not_reproduced=f"ResNeXt-ify (steps 3-4) does not improve on the patchified ResNet at our scale ({{diff}} "
                          f"top-1, n = {{n}}; Fig. 2: {_LT['width']} vs. {_LT['patchify']}).",
           inconclusive=f"ResNeXt-ify (steps 3-4) vs. the patchified ResNet: {{diff}} top-1, n = {{n}}, not separated "
