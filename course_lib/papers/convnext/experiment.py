@@ -59,15 +59,21 @@ def _step_list(value: Any) -> list[int | str]:
     return [step for step, _ in _step_counts(value)]
 
 
-def _valid_steps(value: Any) -> bool:
+def _valid_steps(value: Any, counts: bool = False) -> bool:
+    """``value`` names ladder steps (``counts``: each may carry a ':count' of seeds)."""
     if value == "all":
         return True
     if not isinstance(value, (str, list, tuple)) or not value:
         return False
     try:
-        return bool([step_index(s) for s in _step_list(value)])
+        pairs = _step_counts(value)
+        return bool([step_index(s) for s, _ in pairs]) and (counts or all(n is None for _, n in pairs))
     except (KeyError, IndexError, TypeError, ValueError):
         return False
+
+
+def _valid_seed_steps(value: Any) -> bool:
+    return _valid_steps(value, counts=True)
 
 
 PARAMS: dict[str, Param] = {
@@ -109,7 +115,7 @@ PARAMS: dict[str, Param] = {
                         "ladder steps trained on `seeds` seeds: 'all' or keys/indices as for `steps`, each "
                         "optionally with its own count ('8:10': step 8 on 10 seeds; study: the ends of the "
                         "ladder, ResNeXt-ify 2 -> 4, fewer activations 8 -> 9 on 10)",
-                        type=(str, list, tuple), check=_valid_steps,
+                        type=(str, list, tuple), check=_valid_seed_steps,
                         check_help="'all', a non-empty list of ladder step keys or indices, each with an "
                                    "optional ':count' (≥ 1), e.g. '0,12' or '0,8:10,9:10'"),
     "steps": Param("all", "ladder steps to train: 'all', a list of keys/indices of LADDER or a "
