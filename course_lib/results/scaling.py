@@ -112,7 +112,10 @@ def plot_probe(probe: dict[str, Any], ax=None):
     # ticks name the absolute budget too ("1x (8)"): a probe keeps its own 1x, which may differ
     # from the notebook's current parameters
     budget_of = {r["factor"]: r["budget"] for r in probe["rows"]}
-    ticks = [f"{f:g}x ({budget_of[f]:g})" for f in factors]
+
+    def ticks(fs):
+        return [f"{f:g}x ({budget_of[f]:g})" for f in fs]
+
     for arm, color in zip(ARMS, ("tab:blue", "tab:gray")):
         means, ses = [], []
         for f in factors:
@@ -121,7 +124,7 @@ def plot_probe(probe: dict[str, Any], ax=None):
             ses.append(v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
         ax[0].errorbar(factors, means, yerr=ses, marker="o", capsize=3, color=color, label=probe["arms"][arm])
     ax[0].set_xscale("log", base=2)
-    ax[0].set_xticks(factors, ticks)
+    ax[0].set_xticks(factors, ticks(factors))
     ax[0].set_xlabel(f"training budget ({probe['budget']})"); ax[0].set_ylabel(probe.get("unit", ""))
     ax[0].set_title("each arm (mean ± SE over seeds)"); ax[0].legend(fontsize=8)
     ivs = probe_intervals(probe)
@@ -131,7 +134,7 @@ def plot_probe(probe: dict[str, Any], ax=None):
                    marker="o", capsize=3, color="tab:red")
     ax[1].axhline(0, color="k", lw=0.8)
     ax[1].set_xscale("log", base=2)
-    ax[1].set_xticks(xs, [f"{f:g}x ({budget_of[f]:g})" for f in xs])
+    ax[1].set_xticks(xs, ticks(xs))
     ax[1].set_xlabel(f"training budget ({probe['budget']})")
     ax[1].set_title(f"{probe['claim']}: paired difference, 95% CI\n(positive = the paper's direction; "
                     f"n = {ivs[0][2].n if ivs else 0} seeds)", fontsize=9)

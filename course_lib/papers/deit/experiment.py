@@ -245,9 +245,8 @@ def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) ->
 
     ours, base = PROBES[claim]
     rows = sweep(P, factors, "student_epochs", {"ours": arm(*ours), "baseline": arm(*base)}, log)
-    (lo, _, _, ho), (lb, _, _, hb) = PROBES[claim]
     return {"rows": rows, "budget": "student epochs", "unit": "%", "higher_is_better": True,
-            "arms": {"ours": f"{lo} ({ho} heads)", "baseline": f"{lb} ({hb} head)"}}
+            "arms": {"ours": f"{ours[0]} ({ours[3]} heads)", "baseline": f"{base[0]} ({base[3]} head)"}}
 
 
 def seed_list(P: config.Params) -> list[int]:
