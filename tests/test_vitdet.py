@@ -227,3 +227,25 @@ def test_claims_are_made_on_box_and_on_mask_ap():
             # one run per arm: a claim, never decided (scoreboard v2 needs 3 paired seeds)
             assert m.kind == "claim" and m.verdict == "inconclusive" and "one run" in m.evidence
             assert c["t4_mae_vs_supervised_mask"].verdict == "inconclusive"
+
+
+def test_detector_training_follows_the_notebook_seed(monkeypatch):
+    """A detector's training randomness (dropout, drop-path) follows ``P.seed``, as its init and
+    its loader do, so paired seeds are different runs (issue 18: it was fixed at seed 0)."""
+    from types import SimpleNamespace as NS
+
+    from course_lib import config, detection as det
+    from course_lib.papers.vitdet import experiment as ex
+
+    seen = {}
+
+    def fake_cached(name, key, build, fit, force=False):
+        seen[key["loader"]["seed"]] = key["recipe"].seed
+        return None, None, None
+
+    monkeypatch.setattr(det, "cached_detector", fake_cached)
+    d = NS(train=list(range(8)), num_classes=3)
+    for seed in (0, 3):
+        P = config.resolve("07_vitdet", "smoke", seed=seed)
+        ex.train_detector(P, d, ex.Variant(), None, None)
+    assert seen == {0: 0, 3: 3}

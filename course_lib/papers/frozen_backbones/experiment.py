@@ -5,6 +5,7 @@ parameters and training memory, the tables and the "paper vs. ours" recorder.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -382,14 +383,14 @@ def run_experiments(P: config.Params, data: DetData | None = None, log: Callable
 
             def fit(model, seed=seed, name=f"{strategy} / {cap} capacity, seed {seed}"):
                 loader = det.make_loader(data.train, P.batch_size, shuffle=True, seed=seed)
-                return det.train_detector(model, loader, cfg, device=dev, desc=name)
+                return det.train_detector(model, loader, dataclasses.replace(cfg, seed=seed), device=dev, desc=name)
 
             key = {"data": {"dataset": P.dataset, "n": len(data.train), "image_size": P.image_size},
                    "loader": {"batch_size": P.batch_size, "seed": seed},
                    "model": {"body": up_info["key"], "strategy": strategy, "capacity": cap,
                              "masks": P.masks, "adapter_reduction": P.adapter_reduction,
                              "seed": seed},
-                   "recipe": cfg, "code": CODE_VERSION}
+                   "recipe": dataclasses.replace(cfg, seed=seed), "code": CODE_VERSION}
             model, hist, info = det.cached_detector(f"frozen_{strategy}_{cap}", key, build, fit,
                                                     force=P.retrain)
             model.to("cpu")

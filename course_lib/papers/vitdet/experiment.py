@@ -309,7 +309,7 @@ def train_detector(P: config.Params, d: Data, v: Variant, pretrained, pre_info):
 
     steps = math.ceil(len(d.train) / P.batch_size) * P.det_epochs
     cfg = det.DetTrainConfig(epochs=P.det_epochs, lr=P.lr, weight_decay=0.1, optimizer="adamw",
-                             warmup_iters=min(50, max(steps // 10, 1)), batch_size=P.batch_size,
+                             warmup_iters=min(50, max(steps // 10, 1)), batch_size=P.batch_size, seed=P.seed,
                              **({"max_steps": P.max_steps} if P.max_steps else {}))
 
     def fit(model):
