@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--warmup_teacher_temp_epochs", type=int, default=0)
     ap.add_argument("--momentum", type=float, default=0.996)
     ap.add_argument("--color_jitter", type=float, default=1.0)
+    ap.add_argument("--hue_jitter", type=float, default=0.1, help="largest hue turn (0.5: any hue)")
     ap.add_argument("--no_blur", action="store_true")
     ap.add_argument("--drop_path", type=float, default=0.1)
     ap.add_argument("--ablation", default="none", choices=tuple(ABLATIONS))
@@ -83,7 +84,7 @@ def main() -> None:
                           epochs=a.epochs, batch_size=a.batch, lr=a.lr, teacher_temp=a.teacher_temp,
                           warmup_teacher_temp=a.warmup_teacher_temp or a.teacher_temp,
                           warmup_teacher_temp_epochs=a.warmup_teacher_temp_epochs, momentum_teacher=a.momentum,
-                          color_jitter=a.color_jitter, blur=not a.no_blur, drop_path=a.drop_path,
+                          color_jitter=a.color_jitter, hue_jitter=a.hue_jitter, blur=not a.no_blur, drop_path=a.drop_path,
                           **ABLATIONS[a.ablation])
     d = dino.world_data(wcfg)
     tr = d.splits["train"]

@@ -178,6 +178,23 @@ def test_multicrop_shapes_per_image_randomness_and_determinism():
     assert len(selfsup.MultiCropAugment(cfg.replace(multi_crop=False))(x)) == 2
 
 
+def test_hue_jitter_sets_how_far_a_colour_can_turn():
+    x = torch.tensor([0.8, 0.15, 0.1]).view(1, 3, 1, 1).expand(400, 3, 4, 4).contiguous()  # red
+
+    def share_not_red(hue):
+        aug = selfsup.MultiCropAugment(_tiny_cfg(hue_jitter=hue), torch.Generator().manual_seed(0))
+        y = aug.color(x)[:, :, 0, 0]
+        coloured = (y.max(1).values - y.min(1).values) > 0.05  # grayscale draws are left out
+        return float((y[coloured].argmax(1) != 0).float().mean())
+
+    assert share_not_red(0.0) == 0.0
+    assert share_not_red(0.5) > 0.3  # every hue is reachable
+    with pytest.raises(ValueError, match="hue_jitter"):
+        _tiny_cfg(hue_jitter=0.6)
+    # a knob added later keeps the cache keys of models trained before it, until it is moved
+    assert "hue_jitter" not in _tiny_cfg().key() and _tiny_cfg(hue_jitter=0.5).key()["hue_jitter"] == 0.5
+
+
 def test_crop_of_whole_image_is_identity():
     cfg = _tiny_cfg()
     aug = selfsup.MultiCropAugment(cfg, torch.Generator().manual_seed(0))

@@ -94,13 +94,14 @@ class MultiCropAugment:
         return torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
 
     def color(self, x: torch.Tensor) -> torch.Tensor:
-        """ColorJitter(0.4, 0.4, 0.2, 0.1) with probability 0.8, then grayscale with p 0.2."""
+        """ColorJitter(0.4, 0.4, 0.2, hue) with probability 0.8, then grayscale with p 0.2; all four
+        ranges scale with ``color_jitter``, the hue range is ``hue_jitter`` (official 0.1)."""
         B, dev, s = len(x), x.device, self.cfg.color_jitter
         if s > 0:
             on = (self._rand(B, device=dev) < 0.8).view(-1, 1, 1, 1)
             u = self._rand(B, 4, device=dev) * 2 - 1  # in [-1, 1]
             b, c, sat = 1 + 0.4 * s * u[:, 0], 1 + 0.4 * s * u[:, 1], 1 + 0.2 * s * u[:, 2]
-            hue = 0.1 * s * u[:, 3]
+            hue = self.cfg.hue_jitter * s * u[:, 3]
             y = (x * b.view(-1, 1, 1, 1)).clamp(0, 1)
             m = _luma(y).mean((2, 3), keepdim=True)
             y = ((y - m) * c.view(-1, 1, 1, 1) + m).clamp(0, 1)

@@ -36,6 +36,10 @@ LOSSES = ("ce", "mse")
 # Configuration
 
 
+# fields added after the course's models were cached, with the default that reproduces them
+_LATER_FIELDS: dict[str, Any] = {"hue_jitter": 0.1}
+
+
 @dataclass
 class DINOConfig:
     """Everything :func:`train_dino` needs. Defaults follow the official code where they fit a
@@ -79,6 +83,7 @@ class DINOConfig:
     freeze_last_layer: int = 1
     # augmentation strengths (1.0 = the official BYOL-style values)
     color_jitter: float = 1.0
+    hue_jitter: float = 0.1          # the largest hue turn (fraction of the circle; 0.5 = any hue)
     blur: bool = True
     solarize: bool = True
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)   # the world's normalisation
@@ -99,6 +104,8 @@ class DINOConfig:
             raise ValueError(f"model={self.model!r}; allowed: {sorted(ARCHS)} or a dict of ViT kwargs")
         if self.local_crops < 0 or self.batch_size < 2 or self.epochs < 1:
             raise ValueError("local_crops >= 0, batch_size >= 2 and epochs >= 1 are needed")
+        if not 0 <= self.hue_jitter <= 0.5:
+            raise ValueError(f"hue_jitter={self.hue_jitter}; allowed: 0 to 0.5 (a half turn reaches every hue)")
         self.global_scale = tuple(self.global_scale)
         self.local_scale = tuple(self.local_scale)
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -115,6 +122,15 @@ class DINOConfig:
 
     def replace(self, **changes) -> "DINOConfig":
         return dataclasses.replace(self, **changes)
+
+    def key(self) -> dict[str, Any]:
+        """The recipe for a cache key: every field, except the ones added after models were
+        cached (:data:`_LATER_FIELDS`) while they keep their default, so those models stay valid."""
+        d = dataclasses.asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict
 from typing import Any, Callable
 
 import numpy as np
@@ -269,7 +268,7 @@ def train_backbone(world_cfg, cfg: DINOConfig, seed: int = 0, device=None, force
     ``course_lib.papers.dino.DINOData``."""
     device = torch.device(device) if device is not None else config.pick_device("auto")
     data_key = data.key if data is not None else {"world": world_cfg.key("train")}
-    key = {**data_key, "dino": asdict(cfg), "seed": seed, "code": CODE_VERSION}
+    key = {**data_key, "dino": cfg.key(), "seed": seed, "code": CODE_VERSION}
 
     def build():
         return build_backbone(cfg).to(device)

@@ -3,7 +3,6 @@ self-supervised bucket-0 backbone and its features, every (family, protocol, met
 the tables and the "paper vs. ours" record."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -186,7 +185,7 @@ def pretrain_backbone(P: config.Params, stream: Stream, log: Callable | None = p
                                 "(CLEAR-10: catalog entry clear10_unlabeled)")
     cfg = dino_recipe(P)
     device = P.torch_device
-    key = {"stream": stream.key, "n": len(images), "dino": dataclasses.asdict(cfg), "seed": P.seed,
+    key = {"stream": stream.key, "n": len(images), "dino": cfg.key(), "seed": P.seed,
            "dino_code": selfsup.CODE_VERSION, "v": CODE_VERSION}
 
     def build():
