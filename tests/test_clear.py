@@ -294,3 +294,34 @@ def test_extract_features_uses_the_class_token():
     x = (imgs.float() / 255 - 0.5) / 0.25  # the world's statistics
     assert f.shape == (5, 24)
     assert torch.allclose(f, vit.eval().forward_features(x)[:, 0], atol=1e-5)
+
+
+def test_headline_claims_pair_seeds_over_the_method_means():
+    """Issue 17's ids: one value per seed (the mean over the methods), paired by seed, so n is
+    the number of seeds, not methods x seeds."""
+    from types import SimpleNamespace as NS
+
+    from course_lib import config
+    from course_lib.papers import clear
+
+    P = config.resolve("05_clear", "smoke", resnet_seeds=3, linear_seeds=3)
+    methods = ["finetune", "er"]
+    rng = np.random.default_rng(0)
+    runs = {}
+    for family, shift in (("resnet", 0.0), ("linear", -4.0)):
+        for protocol in ("iid", "streaming"):
+            for m in methods:
+                runs[(family, protocol, m)] = [
+                    NS(metrics={"in_domain": 60 + shift + 5 + rng.normal(0, 0.3),
+                                "next_domain": 50 + shift + (3 if protocol == "streaming" else 0)
+                                + rng.normal(0, 0.3) + s})
+                    for s in range(3)]
+    res = {"runs": runs, "methods": methods, "families": ["resnet", "linear"], "stream": NS(num_classes=10)}
+    rec = clear.recorder(P)
+    rec.save = lambda *a, **k: None
+    clear.experiment._record_headline(P, rec, res, methods)
+    c = {x.id: x for x in rec.claims}
+    for id_, verdict in (("clear_iid_overestimates", "reproduced"), ("clear_streaming_closes_gap", "reproduced"),
+                         ("clear_pretrained_linear_wins", "not reproduced")):
+        assert c[id_].headline and c[id_].n == 3 and c[id_].verdict == verdict, (id_, c[id_].evidence)
+    assert c["resnet_iid_next_mean"].kind == "check"
