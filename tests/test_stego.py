@@ -336,3 +336,23 @@ def test_voc_reader(tmp_path):
     assert d.images.shape == (2, 3, 16, 16) and d.labels.shape == (2, 16, 16)
     assert d.num_classes == 21 and set(d.labels.unique().tolist()) <= {-1, 0, 15}
     assert (d.labels == -1).any() and (d.labels == 15).any()
+
+
+def test_headline_claims_pair_every_seed():
+    """Issue 17's ids: STEGO vs. the raw probe, vs. k-means and vs. STEGO without the zero-clamp,
+    each paired seed by seed (k-means and the zero-clamp ablation run every seed)."""
+    from types import SimpleNamespace as NS
+
+    P = config.resolve("11_stego", profile="smoke", seeds=3)
+    row = lambda miou: {"unsup_miou": miou, "unsup_acc": miou + 20, "linear_miou": miou + 5}  # noqa: E731
+    rows = {"raw": [row(15 + s) for s in range(3)], "kmeans_raw": [row(25 + s) for s in (0, 3, -3)],
+            "stego_nocrf": [row(24 + s) for s in range(3)], "stego": [row(25 + s) for s in range(3)],
+            "no_clamp": [row(16 + s) for s in range(3)], "no_sc": [row(24)]}
+    rec = sg.recorder(P)
+    rec.save = lambda *a, **k: None
+    sg.record_results(P, {"rows": rows, "setup": NS(eval=NS(num_classes=14))}, rec)
+    c = {x.id: x for x in rec.claims}
+    for id_, verdict in (("stego_beats_raw_probe", "reproduced"), ("stego_beats_kmeans", "inconclusive"),
+                         ("stego_zero_clamp_needed", "reproduced")):
+        assert c[id_].headline and c[id_].n == 3 and c[id_].verdict == verdict, (id_, c[id_].evidence)
+    assert c["sc_helps"].n == 1 and not c["sc_helps"].headline
