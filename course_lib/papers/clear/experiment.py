@@ -121,9 +121,9 @@ PARAMS: dict[str, Param] = {
     "bias_mode": Param("alpha", "biased reservoir: replace with probability alpha or alpha/t",
                        choices=("alpha", "alpha/t")),
     "bias_alpha": Param(0.5, "biased reservoir: alpha", low=0.0, high=10.0),
-    "resnet_seeds": Param({"smoke": 1, "study": 3, "paper": 3}, "seeds of the ResNet runs",
-                          type=int, low=1, high=10),
-    "linear_seeds": Param({"smoke": 1, "study": 3, "paper": 3}, "seeds of the linear runs",
+    "resnet_seeds": Param({"smoke": 1, "study": 5, "paper": 3}, "seeds of the ResNet runs (the headline "
+                          "claims pair them with the linear runs of the same seeds)", type=int, low=1, high=10),
+    "linear_seeds": Param({"smoke": 1, "study": 5, "paper": 3}, "seeds of the linear runs",
                           type=int, low=1, high=10),
     "ssl_epochs": Param({"smoke": 1, "study": 10, "paper": 100},
                         "self-supervised (DINO) epochs on bucket 0", type=int, low=1),
