@@ -322,14 +322,44 @@ def test_load_dino_weights_layouts(tmp_path, name, img, layout):
     assert selfsup.cls_attention(bigger, torch.randn(1, 3, 2 * img, 2 * img)).shape[1] == 6
 
 
-def test_notebook_defaults_give_the_shared_backbone_recipe():
+def test_notebook_recipe_is_the_shared_one_with_its_own_patches():
+    """Notebook 06 trains its own DINO runs (one per seed): the course's recipe with 8 px patches at
+    study scale; notebook 11's backbone (``study_backbone``) keeps the shared recipe."""
     from course_lib import config
 
     for profile in ("smoke", "study", "paper"):
         P = config.resolve("06_dino", profile=profile)
-        assert dino.config_from_params(P) == selfsup.dino_config(profile)
+        cfg = dino.config_from_params(P)
+        assert cfg == dino.notebook_config(profile)
+        shared = selfsup.dino_config(profile)
+        assert cfg.replace(model=shared.model, epochs=shared.epochs) == shared
+    study = dino.notebook_config("study")
+    assert study.arch()["patch_size"] == 8 and study.epochs == 10
+    assert dino.config_from_params(config.resolve("06_dino", "study", patch_size=4)).arch()["patch_size"] == 4
+    assert config.resolve("06_dino", "study").seeds == 3
     with pytest.raises(config.ParameterError):
         config.resolve("06_dino", profile="study", loss="l2")
+
+
+def test_record_pairs_every_arm_by_seed():
+    """Issue 17's five DINO ids, each on per-seed values paired by seed."""
+    from course_lib import config
+
+    P = config.resolve("06_dino", "smoke", seeds=3)
+    ev = lambda knn, jb: {"knn": knn, "linear": knn + 5, "jaccard_best_head": jb, "jaccard_mean": jb - 3}  # noqa: E731
+    res = {"seeds": [0, 1, 2], "evals": {
+        "dino": [ev(23 + s, 26 + s) for s in range(3)], "random": [ev(23.5 + s, 15 + s) for s in range(3)],
+        "supervised": [ev(45 + s, 24 + s) for s in range(3)], "no_momentum": [ev(18 + s, 10) for s in range(3)],
+        "no_multicrop": [ev(23 + s + (-1) ** s, 20) for s in range(3)]}}
+    rec = dino.recorder(P)
+    rec.save = lambda *a, **k: None
+    dino.record_results(P, res, None, 6, rec)
+    c = {x.id: x for x in rec.claims}
+    expect = {"dino_knn_beats_random": "not reproduced", "dino_jaccard_beats_random": "reproduced",
+              "dino_jaccard_beats_supervised": "reproduced", "dino_momentum_needed": "reproduced",
+              "dino_multicrop_helps": "inconclusive"}
+    for id_, verdict in expect.items():
+        assert c[id_].headline and c[id_].n == 3 and c[id_].verdict == verdict, (id_, c[id_].evidence)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ the teacher is an exponential moving average of the student. Where each piece li
   gradient clipping to norm 3 *per parameter* (:func:`clip_gradients`), the last layer of the
   head frozen during the first epoch; all in :func:`train_dino`, per profile in :func:`dino_config`.
 
-Using the backbone: :func:`study_backbone` (notebook 06's cached ViT for a profile and its world),
+Using the backbone: :func:`study_backbone` (the course's cached DINO ViT for a profile and its world: the zoo's ``dino_vit``),
 :func:`train_backbone` (train once and cache), :func:`load_dino_weights` (official and timm DINO
 weights), :func:`extract_features` (class-token features), :func:`cls_attention` (last-layer
 class-token attention per head), :func:`normalize`.

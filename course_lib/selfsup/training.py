@@ -222,11 +222,11 @@ def train_dino(images: torch.Tensor, cfg: DINOConfig, device: torch.device | str
 
 
 # ----------------------------------------------------------------------------------------------
-# Profiles: the world and the recipe of notebook 06 (and notebook 11's backbone)
+# Profiles: the course's DINO world and recipe (notebook 11's backbone; notebook 06 changes the patch size)
 
 
 def world_config(profile: str = "study", **overrides):
-    """The world notebook 06 pretrains on: several objects of ``num_classes`` shapes over two kinds
+    """The world the course's DINO pretrains on (notebooks 06 and 11): several objects of ``num_classes`` shapes over two kinds
     of "stuff" (real textures), so that images have objects to find and STEGO (notebook 11) has
     semantic classes (``WorldData.semantic``). Calibrated in ``benchmarks/calibrate_dino.py``."""
     from course_lib.world import for_profile
@@ -290,7 +290,7 @@ def train_backbone(world_cfg, cfg: DINOConfig, seed: int = 0, device=None, force
 
 
 def study_backbone(profile: str = "study", device=None):
-    """Notebook 06's DINO ViT for ``profile`` (trained on that profile's world and cached; trained
+    """The course's DINO ViT for ``profile`` (the zoo's ``dino_vit``) (trained on that profile's world and cached; trained
     now if missing) and its :class:`~course_lib.world.WorldConfig`. Notebook 11 (STEGO) uses it as
     its frozen backbone. ``model(x)`` gives class-token features, ``model.forward_features(x, any_size=True)``
     every token; inputs are normalised with ``model.pretrained_cfg`` (:func:`normalize`)."""

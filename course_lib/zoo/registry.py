@@ -67,19 +67,12 @@ _F_DINO = {
 _F_TEACHER = {"test_top1": "top-1 (%) on the world's test split", "chance": "chance level (%)"}
 
 ENTRIES: tuple[Entry, ...] = (
-    Entry("dino_vit", "DINO ViT pretrained on the offline world: the frozen backbone of notebooks 06 "
-          "and 11", "06_dino", ("06_dino", "11_stego"),
-          "the world's train split (unlabeled)", "DINO, the profile's recipe (selfsup.DINO_PROFILES)",
+    Entry("dino_vit", "DINO ViT pretrained on the offline world: the frozen backbone of notebook 11",
+          "11_stego", ("11_stego",),
+          "the world's train split (unlabeled)", "DINO, the course's recipe (selfsup.DINO_PROFILES), seed 0",
           {"smoke": 5, "study": 900}, "course_lib.papers.dino.pretrained:build_dino_vit",
           figures=_F_DINO, quality=(("knn_top1", "knn_top1_random", 2.0),
                                     ("jaccard_best_head", "jaccard_best_head_random", 2.0))),
-    Entry("dino_supervised", "the supervised ViT baseline of notebook 06 (same architecture, labels)",
-          "06_dino", ("06_dino",), "the world's train split with labels",
-          "cross-entropy, notebook 06's supervised_epochs", {"smoke": 2, "study": 90},
-          "course_lib.papers.dino.pretrained:build_dino_supervised",
-          figures={**{k: v for k, v in _F_DINO.items() if "random" not in k},
-                   "own_head_top1": "top-1 (%) of its own classification head", "chance": "chance level (%)"},
-          quality=(("own_head_top1", "chance", 10.0),)),
     Entry("usi_teacher", "USI's CNN teacher (KD source for every student family)", "02_usi", ("02_usi",),
           "notebook 02's world (with its label noise)", "cross-entropy, label smoothing 0.1",
           {"smoke": 2, "study": 420}, "course_lib.papers.usi.pretrained:build_teacher", figures=_F_TEACHER,

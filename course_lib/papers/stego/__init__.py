@@ -40,7 +40,7 @@ accuracy / mIoU; and a dense CRF (mean field, gaussian + bilateral kernels) as r
 
 Everything here works on cached backbone features ``(N, D, h, w)`` (``data.py``): the backbone
 is frozen, so computing its features once is exactly what the official training computes every
-step. The backbone itself is notebook 06's DINO ViT or real DINO weights, from the shared
+step. The backbone itself is the course's DINO ViT (the zoo's ``dino_vit``) or real DINO weights, from the shared
 self-supervised layer ``course_lib.selfsup``. ``experiment.py`` holds the parameters
 (``PARAMS``), the paper's numbers, Table 1, Table 2's ablations and the "paper vs. ours" record;
 ``figures.py`` the plots.

@@ -42,7 +42,7 @@ PAPER = {
 }
 METRICS = ("unsup_acc", "unsup_miou", "linear_acc", "linear_miou")
 
-# Our shifts b (self, knn, rand) for notebook 06's DINO ViT on the world (calibrate_stego.py)
+# Our shifts b (self, knn, rand) for the course's DINO ViT on the world (calibrate_stego.py)
 STUDY_B = (0.55, 0.6, 0.65)
 
 
@@ -107,7 +107,7 @@ PARAMS: dict[str, Param] = {
 # ---------------------------------------------------------------------------------------------
 def load_backbone(P: config.Params) -> tuple[Backbone, Any]:
     """The frozen backbone: real DINO weights (``dino_weights``, architecture read from the file,
-    built for ``image_size``) or notebook 06's DINO ViT trained on the offline world
+    built for ``image_size``) or the course's DINO ViT trained on the offline world
     (``selfsup.study_backbone``, which also returns its WorldConfig)."""
     from course_lib import selfsup
 
@@ -118,7 +118,7 @@ def load_backbone(P: config.Params) -> tuple[Backbone, Any]:
         wcfg = None
     else:
         vit, wcfg = selfsup.study_backbone(P.backbone_profile, device=device)
-        name = f"our DINO ViT (notebook 06, profile {P.backbone_profile})"
+        name = f"our DINO ViT (the zoo's dino_vit, profile {P.backbone_profile})"
     mean, std = _norm_of(vit)
     return Backbone(vit.to(device).eval().requires_grad_(False), mean, std, name), wcfg
 
