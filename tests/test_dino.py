@@ -322,7 +322,7 @@ def test_load_dino_weights_layouts(tmp_path, name, img, layout):
     assert selfsup.cls_attention(bigger, torch.randn(1, 3, 2 * img, 2 * img)).shape[1] == 6
 
 
-def test_notebook_recipe_is_the_shared_one_with_its_own_patches():
+def test_notebook_recipe_is_the_shared_one_with_its_own_patches(monkeypatch):
     """Notebook 06 trains its own DINO runs (one per seed): the course's recipe with 8 px patches at
     study scale; notebook 11's backbone (``study_backbone``) keeps the shared recipe."""
     from course_lib import config
@@ -337,6 +337,11 @@ def test_notebook_recipe_is_the_shared_one_with_its_own_patches():
     assert study.arch()["patch_size"] == 8 and study.epochs == 10
     assert dino.config_from_params(config.resolve("06_dino", "study", patch_size=4)).arch()["patch_size"] == 4
     assert config.resolve("06_dino", "study").seeds == 3
+    # its world: notebook 11's, with one object per image (the world the recipe was calibrated on)
+    seen = {}
+    monkeypatch.setattr(dino.experiment, "world_data", lambda wcfg, root=None: seen.setdefault("world", wcfg))
+    dino.load_data(config.resolve("06_dino", "study"))
+    assert seen["world"] == selfsup.world_config("study", objects=(1, 1)) != selfsup.world_config("study")
     with pytest.raises(config.ParameterError):
         config.resolve("06_dino", profile="study", loss="l2")
 

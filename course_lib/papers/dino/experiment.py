@@ -21,7 +21,9 @@ from course_lib.papers.dino.method import (
 from course_lib.results.takeaways import Point
 from course_lib.selfsup import ARCHS, DINOConfig, dino_config, extract_features, train_backbone, world_config
 
-__all__ = ["NOTEBOOK", "TITLE", "PAPER_URL", "PAPER", "PARAMS", "NOTEBOOK_RECIPE", "notebook_config", "SEED_ARMS",
+__all__ = ["NOTEBOOK", "TITLE", "PAPER_URL", "PAPER", "PARAMS", "NOTEBOOK_RECIPE", "NOTEBOOK_WORLD", "notebook_config", "SEED_ARMS",
+           "PROBES",
+           "scaling_probe",
            "config_from_params", "load_data", "DINOData", "run_seeds", "seed_table",
            "world_data", "imagenette_voc_data", "evaluate_backbone", "run_ablations", "PHOTOS", "photos",
            "recorder", "record_results", "TAKEAWAYS"]
@@ -56,6 +58,12 @@ NOTEBOOK_RECIPE: dict[str, dict[str, Any]] = {
     "study": dict(patch=8, epochs=10),
     "paper": dict(),
 }
+
+
+# Notebook 06's world: the course's DINO world (``selfsup.world_config``, notebook 11's) with one
+# object per image, the world the patch-8 recipe was calibrated on (docs/calibration.md, 06 DINO).
+NOTEBOOK_WORLD: dict[str, dict[str, Any]] = {"smoke": dict(objects=(1, 1)), "study": dict(objects=(1, 1)),
+                                             "paper": dict()}
 
 
 def notebook_config(profile: str = "study", **overrides) -> DINOConfig:
@@ -114,9 +122,10 @@ def config_from_params(P: config.Params) -> DINOConfig:
 
 
 def load_data(P: config.Params) -> DINOData:
-    """The world of :func:`world_config` (offline), or Imagenette + PASCAL VOC12 (paper profile)."""
+    """The world of :func:`world_config` changed by :data:`NOTEBOOK_WORLD` (offline), or Imagenette +
+    PASCAL VOC12 (paper profile)."""
     if P.dataset == "world":
-        return world_data(world_config(P.profile), P.data_root)
+        return world_data(world_config(P.profile, **NOTEBOOK_WORLD[P.profile]), P.data_root)
     return imagenette_voc_data(notebook_config(P.profile).image_size, P.data_root)
 
 
@@ -305,6 +314,53 @@ def run_seeds(P: config.Params, d: DINOData, cfg: DINOConfig | None = None,
                 f" ({time.perf_counter() - t1:.0f}s)")
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+# Scaling probes (benchmarks/scaling_probe.py) of the headline claims: claim -> (our arm, the
+# baseline arm, the metric); the probe scales DINO's epochs (and the supervised ViT's with them).
+PROBES: dict[str, tuple[str, str, str]] = {
+    "dino_knn_beats_random": ("dino", "random", "knn"),
+    "dino_jaccard_beats_random": ("dino", "random", "jaccard_best_head"),
+    "dino_jaccard_beats_supervised": ("dino", "supervised", "jaccard_best_head"),
+    "dino_momentum_needed": ("dino", "no_momentum", "knn"),
+    "dino_multicrop_helps": ("dino", "no_multicrop", "knn"),
+}
+
+
+def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) -> dict[str, Any]:
+    """The two arms of ``claim`` (:data:`PROBES`) on ``P.seeds`` paired seeds at each budget factor
+    (DINO epochs x factor, the ablations with them, the supervised ViT's epochs x the same factor;
+    the random ViT does not train). Returns the keyword arguments of
+    :func:`course_lib.results.scaling.save_probe`."""
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    from course_lib.results.scaling import sweep
+
+    ours, base, metric = PROBES[claim]
+    d, dev = load_data(P), P.torch_device
+
+    def arm(name):
+        def run(Pf, seed):
+            cfg, t0 = config_from_params(Pf), time.perf_counter()
+            if name == "dino":
+                model, _ = train_backbone(d.world, cfg, seed=seed, device=dev, data=d, log=None)
+            elif name == "random":
+                model = random_backbone(cfg, seed, device=dev)
+            elif name == "supervised":
+                epochs = max(1, round(P.supervised_epochs * Pf.epochs / P.epochs))
+                model, _ = train_supervised(d, cfg, epochs, seed=seed, device=dev)
+            else:
+                model = run_ablations(d, cfg, cfg.epochs, seed=seed, device=dev, names=(name,), log=None,
+                                      evaluate=False)[name]["model"]
+            return evaluate_backbone(model, d, P.threshold, linear=False)[metric], time.perf_counter() - t0
+        return run
+
+    rows = sweep(P, factors, "epochs", {"ours": (ours, arm(ours)), "baseline": (base, arm(base))}, log)
+    label = {"dino": "DINO", "random": "random ViT", "supervised": "supervised ViT",
+             "no_momentum": "DINO without the momentum teacher", "no_multicrop": "DINO without multi-crop"}
+    what = "k-NN top-1" if metric == "knn" else "Jaccard, best head"
+    return {"rows": rows, "budget": "DINO epochs", "unit": "%", "higher_is_better": True,
+            "arms": {"ours": f"{label[ours]} ({what})", "baseline": f"{label[base]} ({what})"}}
 
 
 def seed_table(res: Mapping[str, Any]):

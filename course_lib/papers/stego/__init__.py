@@ -54,7 +54,8 @@ from .data import (
 )
 from .experiment import (
     METRICS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, STUDY_B, Setup, crf_kwargs, derive, load_backbone, load_data,
-    TAKEAWAYS, prepare, record_results, recorder, run_config, run_experiments, summary, tables,
+    PROBES, TAKEAWAYS, prepare, record_results, recorder, run_config, run_experiments, scaling_probe, summary,
+    tables,
 )
 from .figures import (
     class_predictions, cluster_to_class, colorize, correspondence_maps, plot_correspondences, plot_segmentations,
