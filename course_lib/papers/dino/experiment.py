@@ -502,6 +502,7 @@ _NEIGHBOURS = ("In calibration (docs/calibration.md, \"what DINO's neighbours sh
                "share the object's colour and the kind of background far more often than a random ViT's, and the "
                "shape no more often: on our world those are what two views of an image share, and they are drawn "
                "independently of the shape, while on ImageNet they go with the class.")
+_PROBE = "The scaling probes above show how the gap moves with 2x and 4x the epochs."
 TAKEAWAYS = [
     Point("dino_jaccard_beats_random",
           reproduced="The class token's attention finds the objects without labels: DINO's best head beats a "
@@ -510,7 +511,7 @@ TAKEAWAYS = [
           not_reproduced="DINO's best head does not match the objects better than a random ViT's ({diff} Jaccard, "
                          "n = {n}): at this budget the attention has not specialised on the objects.",
           inconclusive="DINO's best head vs. a random ViT's best head: {diff} Jaccard (DINO {ours}; paper "
-                       "{paper}), " + _NOT_A_VERDICT + "."),
+                       "{paper}), " + _NOT_A_VERDICT + ". " + _PROBE),
     Point("dino_jaccard_beats_supervised",
           reproduced="DINO's best head even beats the supervised ViT's best head ({diff} Jaccard, n = {n}), the "
                      "paper's Fig. 4 result.",
@@ -530,9 +531,9 @@ TAKEAWAYS = [
           reproduced="DINO's frozen features are better k-NN features than a random ViT's ({diff} top-1, n = {n}; "
                      "DINO {ours}, paper's ViT-S/16 on ImageNet {paper}).",
           not_reproduced="DINO's frozen features do not beat a random ViT's in k-NN ({diff} top-1, n = {n}). "
-                         + _NEIGHBOURS,
+                         + _NEIGHBOURS + " " + _PROBE,
           inconclusive="k-NN on the frozen class token, DINO vs. a random ViT: {diff} top-1 (DINO {ours}; paper "
-                       "{paper} on ImageNet), " + _NOT_A_VERDICT + ". " + _NEIGHBOURS),
+                       "{paper} on ImageNet), " + _NOT_A_VERDICT + ". " + _NEIGHBOURS + " " + _PROBE),
     Point("linear_dino",
           reproduced="The shape is in DINO's features, though not in their nearest neighbours: a linear probe on "
                      "them beats the random ViT's by {diff} top-1 (n = {n}).",
