@@ -325,3 +325,19 @@ def test_headline_claims_pair_seeds_over_the_method_means():
                          ("clear_pretrained_linear_wins", "not reproduced")):
         assert c[id_].headline and c[id_].n == 3 and c[id_].verdict == verdict, (id_, c[id_].evidence)
     assert c["resnet_iid_next_mean"].kind == "check"
+
+
+def test_scaling_probe_moves_only_the_linear_arm(tmp_path, monkeypatch):
+    """The probe of clear_pretrained_linear_wins: the ResNet does not use the DINO, so it trains
+    once and its value repeats at every budget; the linear arm follows ssl_epochs."""
+    from course_lib import config
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    P = config.resolve("05_clear", "smoke", resnet_seeds=1, methods=["finetune"])
+    out = clear.scaling_probe(P, "clear_pretrained_linear_wins", factors=(1, 2), log=lambda *a: None)
+    rows = out["rows"]
+    assert [(r["factor"], r["budget"], r["arm"]) for r in rows] == [
+        (1, 1, "ours"), (1, 1, "baseline"), (2, 2, "ours"), (2, 2, "baseline")]
+    assert rows[1]["value"] == rows[3]["value"]
+    with pytest.raises(ValueError, match="clear_pretrained_linear_wins"):
+        clear.scaling_probe(P, "clear_iid_overestimates")

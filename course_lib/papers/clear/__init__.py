@@ -49,9 +49,9 @@ Where we differ from the paper / official code, and why:
 from __future__ import annotations
 
 from .experiment import (
-    FAMILIES, METHOD_LABELS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_SEED_MARGIN, TAKEAWAYS, TITLE,
+    FAMILIES, METHOD_LABELS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, PROBES, SINGLE_SEED_MARGIN, TAKEAWAYS, TITLE,
     dino_recipe, extract_features, metrics_frame, model_inputs, names, pretrain_backbone, record_results, recorder,
-    run_experiments, stream_stats, table1, variant_accuracy,
+    run_experiments, scaling_probe, stream_stats, table1, variant_accuracy,
 )
 from .figures import plot_buffers, plot_drift, plot_heatmaps, plot_in_vs_next, schedule_frame
 from .method import (
@@ -70,6 +70,7 @@ __all__ = [
     "METRICS",
     "PAPER",
     "PAPER_URL",
+    "PROBES",
     "PROTOCOLS",
     "TAKEAWAYS",
     "TITLE",
@@ -100,6 +101,7 @@ __all__ = [
     "record_results",
     "recorder",
     "run_experiments",
+    "scaling_probe",
     "schedule_frame",
     "table1",
     "variant_accuracy",
