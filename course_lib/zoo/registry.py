@@ -86,7 +86,7 @@ ENTRIES: tuple[Entry, ...] = (
           quality=(("test_top1", "chance", 10.0),)),
     Entry("clear_dino", "DINO ViT pretrained on CLEAR's unlabeled bucket 0", "05_clear", ("05_clear",),
           "bucket 0 of notebook 05's drifting stream (unlabeled)", "DINO (notebook 05's recipe)",
-          {"smoke": 5, "study": 120}, "course_lib.papers.clear.pretrained:build_dino",
+          {"smoke": 5, "study": 480}, "course_lib.papers.clear.pretrained:build_dino",
           figures={"images": "unlabeled bucket-0 images it saw", "final_loss": "last epoch's DINO loss"}),
     Entry("vitdet_mae", "ViTDet's plain ViT backbone pretrained as a masked autoencoder", "07_vitdet",
           ("07_vitdet",), "notebook 07's pretraining view of the world", "MAE (mask ratio per profile)",

@@ -125,7 +125,7 @@ PARAMS: dict[str, Param] = {
                           "claims pair them with the linear runs of the same seeds)", type=int, low=1, high=10),
     "linear_seeds": Param({"smoke": 1, "study": 5, "paper": 3}, "seeds of the linear runs",
                           type=int, low=1, high=10),
-    "ssl_epochs": Param({"smoke": 1, "study": 10, "paper": 100},
+    "ssl_epochs": Param({"smoke": 1, "study": 40, "paper": 100},
                         "self-supervised (DINO) epochs on bucket 0", type=int, low=1),
     "max_steps": Param({"smoke": 0, "study": 0, "paper": 0}, "cap on SGD steps per bucket "
                        "(0: none)", type=int, low=0),
