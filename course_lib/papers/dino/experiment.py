@@ -21,12 +21,10 @@ from course_lib.papers.dino.method import (
 from course_lib.results.takeaways import Point
 from course_lib.selfsup import ARCHS, DINOConfig, dino_config, extract_features, train_backbone, world_config
 
-__all__ = ["NOTEBOOK", "TITLE", "PAPER_URL", "PAPER", "PARAMS", "NOTEBOOK_RECIPE", "NOTEBOOK_WORLD", "notebook_config", "SEED_ARMS",
-           "PROBES",
-           "scaling_probe",
-           "config_from_params", "load_data", "DINOData", "run_seeds", "seed_table",
-           "world_data", "imagenette_voc_data", "evaluate_backbone", "run_ablations", "PHOTOS", "photos",
-           "recorder", "record_results", "TAKEAWAYS"]
+__all__ = ["NOTEBOOK", "TITLE", "PAPER_URL", "PAPER", "PARAMS", "NOTEBOOK_RECIPE", "NOTEBOOK_WORLD",
+           "notebook_config", "config_from_params", "load_data", "DINOData", "world_data", "imagenette_voc_data",
+           "evaluate_backbone", "run_ablations", "SEED_ARMS", "run_seeds", "seed_table", "PROBES",
+           "scaling_probe", "PHOTOS", "photos", "recorder", "record_results", "TAKEAWAYS"]
 
 NOTEBOOK = "06_dino"
 PAPER_URL = "https://arxiv.org/abs/2104.14294"
@@ -50,7 +48,7 @@ PAPER = {
 
 
 # Notebook 06's recipe per profile: the course's DINO recipe (``selfsup.dino_config``, also
-# notebook 11's frozen backbone) with 16x16 px patches at study scale: on 32 px images a 4x4 token
+# notebook 11's frozen backbone) with 8 px patches at study scale: on 32 px images a 4x4 token
 # grid makes an epoch ~10x cheaper, so every seed trains its own DINO, baselines and Table 7
 # ablations at 10 epochs (docs/calibration.md, "Issue 17, first probes: patch 8").
 NOTEBOOK_RECIPE: dict[str, dict[str, Any]] = {
