@@ -67,7 +67,7 @@ from __future__ import annotations
 from course_lib.papers.dino.experiment import (
     NOTEBOOK, NOTEBOOK_RECIPE, NOTEBOOK_WORLD, PAPER, PAPER_URL, PARAMS, PHOTOS, PROBES, SEED_ARMS, TAKEAWAYS, TITLE, DINOData,
     config_from_params, evaluate_backbone, imagenette_voc_data, load_data, notebook_config, photos,
-    record_results, recorder, run_ablations, run_seeds, scaling_probe, seed_table, world_data,
+    record_results, recorder, run_ablations, arm_model, run_seeds, scaling_probe, seed_table, world_data,
 )
 from course_lib.papers.dino.figures import (
     explorer_figure, plot_collapse, plot_heads, plot_jaccard, plot_masks, plot_photo_attention, plot_training,
@@ -91,7 +91,7 @@ __all__ = [
     "load_dino_weights", "build_backbone", "extract_features", "normalize", "IMAGENET_MEAN",
     "IMAGENET_STD", "cls_attention", "ABLATIONS", "knn_classifier", "linear_probe", "attention_masks", "jaccard",
     "foreground_masks", "random_backbone", "train_supervised", "segmentation_scores", "config_from_params",
-    "NOTEBOOK_RECIPE", "NOTEBOOK_WORLD", "notebook_config", "SEED_ARMS", "run_seeds", "seed_table", "PROBES", "scaling_probe",
+    "NOTEBOOK_RECIPE", "NOTEBOOK_WORLD", "notebook_config", "SEED_ARMS", "arm_model", "run_seeds", "seed_table", "PROBES", "scaling_probe",
     "load_data", "DINOData", "world_data", "imagenette_voc_data", "evaluate_backbone", "run_ablations",
     "PHOTOS", "photos", "recorder", "record_results", "TAKEAWAYS", "plot_training", "plot_collapse",
     "plot_heads", "plot_masks", "plot_jaccard", "plot_photo_attention", "explorer_figure",

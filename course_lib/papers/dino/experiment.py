@@ -23,7 +23,7 @@ from course_lib.selfsup import ARCHS, DINOConfig, dino_config, extract_features,
 
 __all__ = ["NOTEBOOK", "TITLE", "PAPER_URL", "PAPER", "PARAMS", "NOTEBOOK_RECIPE", "NOTEBOOK_WORLD",
            "notebook_config", "config_from_params", "load_data", "DINOData", "world_data", "imagenette_voc_data",
-           "evaluate_backbone", "run_ablations", "SEED_ARMS", "run_seeds", "seed_table", "PROBES",
+           "evaluate_backbone", "run_ablations", "SEED_ARMS", "arm_model", "run_seeds", "seed_table", "PROBES",
            "scaling_probe", "PHOTOS", "photos", "recorder", "record_results", "TAKEAWAYS"]
 
 NOTEBOOK = "06_dino"
@@ -274,6 +274,24 @@ def run_ablations(d: DINOData, cfg: DINOConfig, epochs: int, seed: int = 0, devi
 SEED_ARMS = ("dino", "random", "supervised", "no_momentum", "no_multicrop")
 
 
+def arm_model(P: config.Params, d: DINOData, cfg: DINOConfig, arm: str, seed: int,
+              supervised_epochs: int | None = None) -> tuple[VisionTransformer, Any]:
+    """One arm of the claims (:data:`SEED_ARMS`) for ``seed``: ``(model, CacheInfo or None)``,
+    trained now or loaded from the cache. The Table 7 ablations train at DINO's full budget;
+    the supervised ViT for ``supervised_epochs`` (default ``P.supervised_epochs``)."""
+    dev = P.torch_device
+    if arm == "dino":
+        return train_backbone(d.world, cfg, seed=seed, device=dev, force=P.retrain, data=d, log=None)
+    if arm == "random":
+        return random_backbone(cfg, seed, device=dev), None
+    if arm == "supervised":
+        return train_supervised(d, cfg, supervised_epochs or P.supervised_epochs, seed=seed, device=dev,
+                                force=P.retrain, max_steps=6 if P.profile == "smoke" else None)
+    r = run_ablations(d, cfg, cfg.epochs, seed=seed, device=dev, force=P.retrain, names=(arm,), log=None,
+                      evaluate=False)[arm]
+    return r["model"], None
+
+
 def run_seeds(P: config.Params, d: DINOData, cfg: DINOConfig | None = None,
               log: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """For each of ``P.seeds`` seeds (``P.seed``, ``P.seed + 1``, ...): DINO, the random ViT,
@@ -284,22 +302,16 @@ def run_seeds(P: config.Params, d: DINOData, cfg: DINOConfig | None = None,
     "supervised", "DINO"} of the first seed, "history": its DINO history, "supervised_top1":
     [per seed], "seconds"}``."""
     cfg = cfg or config_from_params(P)
-    dev = P.torch_device
     t0 = time.perf_counter()
     seeds = [P.seed + i for i in range(P.seeds)]
     out: dict[str, Any] = {"seeds": seeds, "evals": {a: [] for a in SEED_ARMS}, "supervised_top1": []}
     for seed in seeds:
         t1 = time.perf_counter()
-        model, info = train_backbone(d.world, cfg, seed=seed, device=dev, force=P.retrain, data=d, log=None)
-        sup, sinfo = train_supervised(d, cfg, P.supervised_epochs, seed=seed, device=dev, force=P.retrain,
-                                      max_steps=6 if P.profile == "smoke" else None)
-        rnd = random_backbone(cfg, seed, device=dev)
-        abl = run_ablations(d, cfg, cfg.epochs, seed=seed, device=dev, force=P.retrain,
-                            names=("no_momentum", "no_multicrop"), log=None, threshold=P.threshold)
-        for arm, m in (("dino", model), ("random", rnd), ("supervised", sup)):
-            out["evals"][arm].append(evaluate_backbone(m, d, P.threshold))
-        for arm in ("no_momentum", "no_multicrop"):
-            out["evals"][arm].append(abl[arm]["eval"])
+        models = {arm: arm_model(P, d, cfg, arm, seed) for arm in SEED_ARMS}
+        (model, info), (rnd, _), (sup, sinfo) = models["dino"], models["random"], models["supervised"]
+        for arm, (m, _) in models.items():  # the ablations without the linear probe
+            linear = arm in ("dino", "random", "supervised")
+            out["evals"][arm].append(evaluate_backbone(m, d, P.threshold, linear=linear))
         out["supervised_top1"].append(sinfo.history.last("eval_top1"))
         if seed == seeds[0]:
             out["models"] = {"random": rnd, "supervised": sup, "DINO": model}
@@ -335,21 +347,13 @@ def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) ->
     from course_lib.results.scaling import sweep
 
     ours, base, metric = PROBES[claim]
-    d, dev = load_data(P), P.torch_device
+    d = load_data(P)
 
     def arm(name):
         def run(Pf, seed):
-            cfg, t0 = config_from_params(Pf), time.perf_counter()
-            if name == "dino":
-                model, _ = train_backbone(d.world, cfg, seed=seed, device=dev, data=d, log=None)
-            elif name == "random":
-                model = random_backbone(cfg, seed, device=dev)
-            elif name == "supervised":
-                epochs = max(1, round(P.supervised_epochs * Pf.epochs / P.epochs))
-                model, _ = train_supervised(d, cfg, epochs, seed=seed, device=dev)
-            else:
-                model = run_ablations(d, cfg, cfg.epochs, seed=seed, device=dev, names=(name,), log=None,
-                                      evaluate=False)[name]["model"]
+            t0 = time.perf_counter()
+            epochs = max(1, round(P.supervised_epochs * Pf.epochs / P.epochs))
+            model, _ = arm_model(Pf, d, config_from_params(Pf), name, seed, supervised_epochs=epochs)
             return evaluate_backbone(model, d, P.threshold, linear=False)[metric], time.perf_counter() - t0
         return run
 
