@@ -24,7 +24,7 @@ from course_lib import config  # noqa: E402
 from course_lib.results import scaling  # noqa: E402
 
 PACKAGES = {"02_usi": "usi", "03_deit": "deit", "04_convnext": "convnext", "09_minivit": "minivit",
-            "05_clear": "clear", "06_dino": "dino", "11_stego": "stego"}
+            "05_clear": "clear", "06_dino": "dino", "11_stego": "stego", "12_surgical_cnn": "surgical_cnn"}
 
 
 def main(argv=None) -> int:

@@ -160,3 +160,83 @@ def test_paper_profile_without_data_fails_clearly(tmp_path):
     P = config.resolve("12_surgical_cnn", profile="paper", device="cpu", data_root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="jigsaws"):
         S.load_data(P)
+
+
+def _window(p: np.ndarray, grip: np.ndarray | None = None) -> np.ndarray:
+    """A (1, 76, W) window whose four manipulators follow positions ``p`` (W, 3), with the
+    recorded velocity the gradient of ``p`` at 30 Hz."""
+    W = len(p)
+    x = np.zeros((1, 76, W))
+    for m in J.MANIPULATORS:
+        x[0, [J.column_index(m, v) for v in "xyz"]] = p.T
+        x[0, [J.column_index(m, v) for v in ("vx", "vy", "vz")]] = np.gradient(p, axis=0).T * J.FPS
+        if grip is not None:
+            x[0, J.column_index(m, "gripper")] = grip
+    return x
+
+
+def test_motion_features_measure_path_speed_idle_and_jerk():
+    from course_lib.papers.surgical_cnn.features import FEATURES_PER_MANIPULATOR as F
+
+    W = 60
+    t = np.arange(W) / J.FPS
+    line = np.stack([0.03 * t, 0 * t, 0 * t], 1)           # 3 cm/s, straight and smooth
+    x = _window(line, grip=np.linspace(0.1, 0.5, W))
+    f = S.motion_features(x).reshape(4, len(F))            # the four manipulators are the same
+    assert S.motion_features(x).shape == (1, len(S.FEATURE_NAMES)) == (1, 32)
+    row = dict(zip(F, f[0]))
+    assert row["path_length"] == pytest.approx(0.03 * t[-1], rel=1e-6)
+    assert row["speed_mean"] == pytest.approx(0.03, rel=1e-6) and row["speed_std"] == pytest.approx(0, abs=1e-9)
+    assert row["idle_share"] == 0 and row["grip_range"] == pytest.approx(0.4)
+    # half the window still: idle share 1/2; a shaky path has far more jerk than the straight one
+    stop = line.copy()
+    stop[W // 2:] = stop[W // 2]
+    assert dict(zip(F, S.motion_features(_window(stop))[0]))["idle_share"] == pytest.approx(0.5, abs=0.05)
+    shaky = line + 0.001 * np.sin(2 * np.pi * 9 * t)[:, None]
+    assert dict(zip(F, S.motion_features(_window(shaky))[0]))["log_jerk"] > row["log_jerk"] + 5
+
+
+def test_features_baseline_is_seeded_and_validated():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 32))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 1)
+    a = S.fit_features_classifier(X, y, "forest", seed=3).predict(X)
+    b = S.fit_features_classifier(X, y, "forest", seed=3).predict(X)
+    assert (a == b).all() and (a == y).mean() > 0.95
+    assert (S.fit_features_classifier(X, y, "logreg").predict(X) == y).mean() > 0.8
+    with pytest.raises(ValueError, match="forest, logreg"):
+        S.fit_features_classifier(X, y, "svm")
+    with pytest.raises(config.ParameterError):
+        config.resolve("12_surgical_cnn", profile="smoke", baseline="svm")
+
+
+def test_simulator_has_one_skill_model_for_every_task():
+    from course_lib.papers.surgical_cnn import simulator as sim
+
+    cfg = sim.SimConfig(difficulty=0.0)  # no user or trial noise: the latent skill is the class level
+    for task in J.TASKS:
+        assert set(sim.TASK_SIM[task]) == {"gestures", "reach"}  # only what the task is
+        for user, skill in J.USER_SKILL.items():
+            assert sim._latent_skill(cfg, task, user, 1) == sim.SKILL_LEVEL[skill]
+    assert sim.SKILL_LEVEL == {"N": 0.0, "I": 0.5, "E": 1.0}
+
+
+def test_headline_claim_pairs_cnn_and_features_per_fold(tmp_path, monkeypatch):
+    # the CNN and the baseline run on the same windows and folds; the record pairs them fold by
+    # fold (a fold's seed), one value per fold = the mean over the tasks
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
+    P = config.resolve("12_surgical_cnn", profile="smoke", device="cpu", tasks="Suturing,Knot_Tying",
+                       windows="30,60", schemes="loso", folds=3, epochs=1, seed=5)
+    data = {t: [J.Trial(t, tr.user, tr.trial, tr.kinematics, tr.skill, tr.grs) for tr in _trials(4, 5, 200)]
+            for t in ("Suturing", "Knot_Tying")}
+    res = S.run_experiments(P, data, log=None)
+    assert set(res["feature_acc"]) == set(res["fold_acc"])
+    assert res["fold_seeds"][("Suturing", "loso", 60)] == [5, 22, 39]
+    rec = S.record_results(P, res, S.recorder(P))
+    c = {x.id: x for x in rec.claims}
+    h = c["surgical_cnn_beats_features"]
+    assert h.headline and h.kind == "claim" and h.seeds == [5, 22, 39]
+    expect = [100 * np.mean([res["fold_acc"][(t, "loso", 60)][i] for t in ("Suturing", "Knot_Tying")])
+              for i in range(3)]
+    np.testing.assert_allclose(h.runs, expect)
+    assert c["features_loso_w60"].seeds == h.seeds and c["features_loso_w60"].kind == "check"

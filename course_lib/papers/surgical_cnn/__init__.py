@@ -48,15 +48,19 @@ Where things live in this package:
     the JIGSAWS release: its layout, a reader (and writer) of its kinematics and meta files,
     :class:`~jigsaws.Trial`, and per-trial motion statistics.
 ``simulator.py``
-    an offline simulator that writes a JIGSAWS-format copy (users, trials, tasks; skill shows in
-    speed, smoothness, tremor and pauses).
+    an offline simulator that writes a JIGSAWS-format copy (users, trials, tasks) from one
+    documented generative model of skill for every task (speed, smoothness, tremor, pauses).
 ``method.py``
     steps 1-4: z-normalisation, sliding windows, :class:`SkillCNN`, the loss of eq. 1.
 ``experiment.py``
     the notebook's parameters (``PARAMS``), the paper's Tables 2 and 3, the data, the windows of
     the trials, the LOSO and hold-out splits, the tables and the "paper vs. ours" record.
+``features.py``
+    the classical baseline of ``surgical_cnn_beats_features``: hand-crafted motion features of a
+    window (path length, speed, jerk, idle time, rotation, gripper) and a random forest on them.
 ``runs.py``
-    training, prediction, timing and metrics per split, and Table 3's grid (:func:`run_experiments`).
+    training, prediction, timing and metrics per split, the baseline on the same splits, Table
+    3's grid (:func:`run_experiments`) and the headline claim's scaling probe.
 ``figures.py``
     confusion matrices (Fig. 4) and one trial's windows.
 """
@@ -69,8 +73,9 @@ from .experiment import (NOTEBOOK, PAPER_TABLE2, PAPER_TABLE3, PAPER_URL, PARAMS
 from .figures import SKILL_COLORS, TRACE_CHANNELS, plot_confusions, plot_trial
 from .method import (SkillCNN, count_parameters, count_windows, cross_entropy_eq1, layer_shapes,
                      sliding_windows, window_starts, znorm_stats, znormalize)
-from .runs import (SplitResult, aggregate_trials, predict_proba, run_experiments, run_split,
-                   time_per_window, train_cnn, window_metrics)
+from .features import BASELINES, FEATURE_NAMES, fit_features_classifier, motion_features
+from .runs import (PROBES, SplitResult, aggregate_trials, predict_proba, run_experiments, run_features_split,
+                   run_split, scaling_probe, time_per_window, train_cnn, window_metrics)
 
 __all__ = [
     "TITLE", "PAPER_URL", "PAPER_TABLE3", "PAPER_TABLE2", "SCHEMES", "znorm_stats", "znormalize",
@@ -80,5 +85,6 @@ __all__ = [
     "table3", "table2", "load_data", "recorder", "record_results", "TAKEAWAYS", "plot_confusions",
     "plot_trial", "names", "count_parameters", "layer_shapes",
     "NOTEBOOK", "PARAMS", "SCHEME_LABELS", "TASK_SHORT", "SplitResult", "TRACE_CHANNELS", "SKILL_COLORS",
-    "jigsaws", "simulator",
+    "jigsaws", "simulator", "BASELINES", "FEATURE_NAMES", "fit_features_classifier", "motion_features",
+    "run_features_split", "PROBES", "scaling_probe",
 ]

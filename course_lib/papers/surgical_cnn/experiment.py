@@ -53,6 +53,9 @@ PAPER_TABLE2 = {
 }
 
 
+BASELINE_LABELS = {"forest": "random forest", "logreg": "logistic regression"}
+
+
 def names(value) -> tuple:
     """A list parameter given as a list/tuple or as a comma-separated string (papermill ``-p``)."""
     if isinstance(value, str):
@@ -94,6 +97,9 @@ PARAMS: dict[str, Param] = {
     "batch_size": Param({"smoke": 64, "study": 64, "paper": 64}, type=int, low=2),
     "lr": Param(2e-3, "AdamW learning rate (cosine schedule)", low=1e-6, high=1.0),
     "weight_decay": Param(1e-4, "AdamW weight decay", low=0.0, high=1.0),
+    "baseline": Param("forest", "the classical baseline on hand-crafted motion features of the same windows "
+                      "and splits (features.py): forest (random forest), logreg (logistic regression) "
+                      "or none", choices=("forest", "logreg", "none")),
     "aggregate": Param("mean_prob", "per-trial decision from its windows",
                        choices=("mean_prob", "majority")),
     "sim_seed": Param(0, "simulator: which 'surgeons' (the dataset, not the training seed)",
@@ -227,6 +233,7 @@ def table3(res: Mapping[str, Any]):
             ("accuracy", "paper"): p[3], ("accuracy", "ours"): r.accuracy,
             ("accuracy", "ours per trial"): r.trial_accuracy,
             ("accuracy", "majority class"): r.majority,
+            ("accuracy", "features baseline"): r.get("features_accuracy", np.nan),
             ("time", "paper (ms)"): p[4], ("time", "ours (ms/window)"): r.ms_per_window,
         })
     out = pd.DataFrame(rows)
@@ -240,7 +247,11 @@ def table2(res: Mapping[str, Any], window: int = 60):
 
     rows = {k: dict(zip(("SU", "NP", "KT"), v)) for k, v in PAPER_TABLE2.items()}
     f = res["frame"]
-    for label, col in (("ours: CNN, per window", "accuracy"), ("ours: CNN, per trial", "trial_accuracy")):
+    labels = [("ours: CNN, per window", "accuracy"), ("ours: CNN, per trial", "trial_accuracy")]
+    if "features_accuracy" in f and f["features_accuracy"].notna().any():
+        labels.append((f"ours: {BASELINE_LABELS.get(res.get('baseline'), 'classifier')} on motion "
+                       "features, per window", "features_accuracy"))
+    for label, col in labels:
         rows[label] = {TASK_SHORT[t]: 100 * f.loc[(t, "loso", window), col]
                        for t in res["tasks"] if (t, "loso", window) in f.index}
     return pd.DataFrame(rows).T[["SU", "NP", "KT"]]
@@ -288,11 +299,13 @@ def record_results(P: Mapping[str, Any], res: Mapping[str, Any], rec=None):
         if len(res["tasks"]) == 3:
             accs = {t: 100 * f.loc[(t, "loso", w_mid), "accuracy"] for t in res["tasks"]}
             easier = min((t for t in res["tasks"] if t != "Knot_Tying"), key=accs.get)
-            rec.add("knot_tying_hardest", f"knot tying is the hardest task: its LOSO accuracy "
-                    f"(W={w_mid}) is below {easier}'s, the lower of the other two [Table 3, Fig. 4]",
+            rec.add("knot_tying_hardest", f"knot tying comes out hardest: its LOSO accuracy (W={w_mid}) is below "
+                    f"{easier}'s, the lower of the other two [Table 3, Fig. 4]; a check, not the paper's "
+                    "ranking: the simulator's tasks share one skill model and differ only in their geometry",
                     paper=round(100 * PAPER_TABLE3.get(("Knot_Tying", "loso", w_mid), (0, 0, 0, np.nan))[3], 1),
                     ours=[100 * a for a in folds[("Knot_Tying", "loso", w_mid)]],
-                    rule=Better(f"{_key(easier)}_loso_w{w_mid}", higher_is_better=False))
+                    rule=Better(f"{_key(easier)}_loso_w{w_mid}", higher_is_better=False), kind="check")
+        _record_headline(rec, res, w_mid)
         gaps, pgaps = [], []
         for task in res["tasks"]:
             r = f.loc[(task, "loso", w_mid)]
@@ -318,6 +331,37 @@ def record_results(P: Mapping[str, Any], res: Mapping[str, Any], rec=None):
                     note="one random split of the windows (overlapping windows on both sides)")
     rec.save()
     return rec
+
+
+def _record_headline(rec, res: Mapping[str, Any], w: int) -> None:
+    """Issue 18's ``surgical_cnn_beats_features``: the CNN against the classical baseline on the
+    same windows, LOSO folds and seeds; one value per fold (its seed): the mean over the tasks."""
+    from course_lib.results import AtLeast, Better
+
+    feature_acc = res.get("feature_acc") or {}
+    tasks = [t for t in res["tasks"] if (t, "loso", w) in feature_acc]
+    if not tasks:
+        return
+    n = min(len(feature_acc[(t, "loso", w)]) for t in tasks)
+    seeds = res["fold_seeds"][(tasks[0], "loso", w)][:n]
+
+    def per_fold(acc):
+        return [100 * float(np.mean([acc[(t, "loso", w)][i] for t in tasks])) for i in range(n)]
+
+    f = res["frame"]
+    majority = 100 * float(np.mean([f.loc[(t, "loso", w), "majority"] for t in tasks]))
+    label = BASELINE_LABELS.get(res.get("baseline"), "classifier")
+    base = f"features_loso_w{w}"
+    rec.add(base, f"the classical baseline: a {label} on hand-crafted motion features (features.py) of the "
+            f"same windows and LOSO folds, W={w}, mean over the tasks, above the majority-class rate "
+            f"({majority:.1f}%)", paper=None, ours=per_fold(feature_acc), seeds=seeds, rule=AtLeast(majority),
+            note="one value per LOSO fold (its seed)")
+    paper = [PAPER_TABLE3.get((t, "loso", w), (np.nan,) * 4)[3] for t in tasks]
+    rec.add("surgical_cnn_beats_features", f"the 1-D CNN on raw kinematics beats a {label} on hand-crafted "
+            f"motion features, on the same windows and splits (LOSO, W={w}, mean over the tasks, paired per "
+            "fold and seed) [Tables 2-4]", paper=round(100 * float(np.mean(paper)), 1),
+            ours=per_fold(res["fold_acc"]), seeds=seeds, rule=Better(base), headline=True,
+            note="paper: the CNN's per-window accuracy; its feature-based rows in Table 2 are per trial")
 
 
 # The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
@@ -367,12 +411,29 @@ def _holdout_point(k: str, label: str, w: int) -> Point:
 
 TAKEAWAYS = [
     *[_loso_point(k, label, w) for w in (60, 30, 90) for k, label in _TASKS],
+    Point("surgical_cnn_beats_features",
+          reproduced="The CNN on raw kinematics beats the classical baseline on hand-crafted motion features of "
+                     "the same windows and folds by {diff} points (95% CI {ci}, n = {n} folds): it finds more "
+                     "than the motion-economy metrics hold.",
+          not_reproduced="The classical baseline wins: a random forest on a few hand-crafted motion features "
+                         "(path length, speed, jerk, idle time, rotation, gripper) of the same windows and folds "
+                         "beats the CNN by {diff} points in the paper's direction (95% CI {ci}, n = {n} folds). "
+                         "The simulator's skill *is* speed, smoothness, tremor and pauses, which those features "
+                         "measure directly, while the CNN must learn them from 76 channels of one surgeon's "
+                         "habits; the paper's own Table 2 shows feature methods at 94-100% per trial on JIGSAWS. "
+                         "The scaling probe below shows whether more CNN epochs close the gap.",
+          inconclusive="CNN vs. the classical baseline on motion features: {diff} points (95% CI {ci}, n = {n} "
+                       "folds), within the fold-to-fold noise."),
     Point("knot_tying_hardest",
-          reproduced="Knot tying is the hardest task, as in the paper: its LOSO accuracy is {diff} below the "
-                     "lower of the other two tasks'.",
-          not_reproduced="Knot tying is not the hardest task here ({diff} in the paper's direction).",
+          reproduced="Knot tying comes out hardest here ({diff} below the lower of the other two tasks). The "
+                     "simulator gives every task the same skill model, so this follows from knot tying's "
+                     "shorter trials and smaller reaches, not from a setting made to match the paper.",
+          not_reproduced="Knot tying does not come out hardest here ({diff} in the paper's direction): with one "
+                         "skill model for every task, the simulator does not reproduce the paper's task ranking, "
+                         "and we do not claim it.",
           inconclusive="Knot tying vs. the lower of the other two tasks: {diff} lower LOSO accuracy (95% CI "
-                       "{ci}, n = {n} folds), within the fold-to-fold noise."),
+                       "{ci}, n = {n} folds), within the fold-to-fold noise; the simulator gives every task the "
+                       "same skill model, so no ranking is built in."),
     Point("intermediate_most_confused",
           reproduced="The intermediate class is the most confused, as in Fig. 4: min(F1 novice, F1 expert) − "
                      "F1 intermediate = {ours} over the tasks (paper {paper}).",

@@ -1,6 +1,7 @@
 """The surgical-skill CNN's runs: training a fresh CNN per split (``course_lib.train.fit``),
-predicting, timing, the window and per-trial metrics, and Table 3's grid of every task x
-window x validation scheme (:func:`run_experiments`)."""
+predicting, timing, the window and per-trial metrics, the classical baseline on the same
+windows and splits (:func:`run_features_split`), and Table 3's grid of every task x window x
+validation scheme (:func:`run_experiments`)."""
 from __future__ import annotations
 
 import time
@@ -13,6 +14,7 @@ import torch.nn as nn
 
 from . import jigsaws
 from .experiment import SCHEME_LABELS, WindowSet, holdout_split, loso_folds, make_windows, names
+from .features import fit_features_classifier, motion_features
 from .method import SkillCNN, _Eq1Loss, znorm_stats, znormalize
 
 # ----------------------------------------------------------------------------------------------
@@ -131,18 +133,29 @@ def run_split(P: Mapping[str, Any], windows: WindowSet, train_idx: np.ndarray,
     return SplitResult(probs, te, seconds, ms, latency, len(tr))
 
 
+def run_features_split(P: Mapping[str, Any], features: np.ndarray, y: np.ndarray, train_idx: np.ndarray,
+                       test_idx: np.ndarray, seed: int) -> float:
+    """The classical baseline on one split: fit on the training windows' motion features, return
+    the test windows' accuracy. Same windows, same split and same seed as the CNN's run."""
+    clf = fit_features_classifier(features[train_idx], y[train_idx], P["baseline"], seed=seed)
+    return float((clf.predict(features[test_idx]) == y[test_idx]).mean())
+
+
 def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Trial]],
                     log: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Table 3: every task x window x scheme (LOSO folds pooled; one hold-out split)."""
+    """Table 3: every task x window x scheme (LOSO folds pooled; one hold-out split). Each split
+    also fits the classical baseline (``P["baseline"]`` on :func:`motion_features` of the same
+    windows, the same seed) unless ``P["baseline"]`` is ``"none"``."""
     import pandas as pd
 
     device = P.get("device_resolved", "cpu")
-    rows, confusion, per_trial, trial_windows, fold_acc = [], {}, {}, {}, {}
+    rows, confusion, per_trial, trial_windows, fold_acc, feature_acc = [], {}, {}, {}, {}, {}
     t_start = time.perf_counter()
     for task in names(P["tasks"]):
         trials = list(data[task])
         for W in names(P["windows"]):
             win = make_windows(trials, W, P["step"])
+            feats = motion_features(win.x) if P["baseline"] != "none" else None
             for scheme in names(P["schemes"]):
                 t0 = time.perf_counter()
                 if scheme == "loso":
@@ -152,8 +165,11 @@ def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Tr
                                        np.flatnonzero(np.isin(win.trial, te_t))))
                 else:
                     splits = [holdout_split(win.y, P["holdout_fraction"], seed=P["seed"])]
-                results = [run_split(P, win, a, b, seed=P["seed"] + 17 * i, device=device)
-                           for i, (a, b) in enumerate(splits)]
+                seeds = [P["seed"] + 17 * i for i in range(len(splits))]
+                results = [run_split(P, win, a, b, seed=s, device=device) for s, (a, b) in zip(seeds, splits)]
+                if feats is not None:
+                    feature_acc[(task, scheme, W)] = [run_features_split(P, feats, win.y, a, b, seed=s)
+                                                      for s, (a, b) in zip(seeds, splits)]
                 probs = np.concatenate([r.probs for r in results])
                 test = WindowSet(*(np.concatenate([getattr(r.test, f) for r in results])
                                    for f in ("x", "y", "trial", "start")))
@@ -179,6 +195,8 @@ def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Tr
                     accuracy=m["accuracy"], accuracy_fold_std=float(np.std(fold_acc[(task, scheme, W)], ddof=1))
                     if len(results) > 1 else float("nan"),
                     trial_accuracy=trial_acc, majority=majority,
+                    features_accuracy=float(np.mean(feature_acc[(task, scheme, W)]))
+                    if feats is not None else float("nan"),
                     ms_per_window=float(np.mean([r.ms_per_window for r in results])),
                     latency_ms=float(np.mean([r.latency_ms for r in results])),
                     train_s=float(sum(r.train_seconds for r in results)),
@@ -188,9 +206,69 @@ def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Tr
                     log(f"{task:15s} {SCHEME_LABELS[scheme]:8s} W={W:3d}: acc {r['accuracy']:.3f} "
                         f"(per trial {trial_acc:.3f}, majority {majority:.3f}) F1 N/I/E "
                         f"{r['f1_novice']:.2f}/{r['f1_intermediate']:.2f}/{r['f1_expert']:.2f} "
+                        f"(features: {r['features_accuracy']:.3f}) "
                         f"| {len(results)} model(s) {time.perf_counter() - t0:.1f}s")
     frame = pd.DataFrame(rows).set_index(["task", "scheme", "W"])
     return {"frame": frame, "confusion": confusion, "per_trial": per_trial,
             "trial_windows": trial_windows, "fold_acc": fold_acc,
-            "seconds": time.perf_counter() - t_start, "tasks": names(P["tasks"]),
+            "feature_acc": feature_acc, "fold_seeds": {k: [P["seed"] + 17 * i for i in range(len(v))]
+                                                       for k, v in fold_acc.items()},
+            "seconds": time.perf_counter() - t_start, "tasks": names(P["tasks"]), "baseline": P["baseline"],
             "windows": names(P["windows"]), "schemes": names(P["schemes"])}
+
+
+# ----------------------------------------------------------------------------------------------
+# scaling probe (benchmarks/scaling_probe.py) of the headline claim that did not reproduce
+
+PROBES = {"surgical_cnn_beats_features": "the CNN's training epochs (the feature baseline does not change)"}
+
+
+def scaling_probe(P: Mapping[str, Any], claim: str, factors=(1, 2, 4), log=print) -> dict[str, Any]:
+    """``surgical_cnn_beats_features`` at ``factors`` x the CNN's epochs: for each LOSO fold (its
+    seed) at the claim's window, the CNN's and the feature baseline's accuracy, each the mean over
+    the tasks, as in the record. Returns the keyword arguments of
+    :func:`course_lib.results.scaling.save_probe`."""
+    from course_lib import config
+
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    from .experiment import load_data
+
+    data = load_data(P)
+    wins = names(P["windows"])
+    w = 60 if 60 in wins else wins[len(wins) // 2]
+    device = P.get("device_resolved", "cpu")
+    tasks = names(P["tasks"])
+    splits, feats = {}, {}
+    for task in tasks:
+        trials = list(data[task])
+        win = make_windows(trials, w, P["step"])
+        folds = [(np.flatnonzero(np.isin(win.trial, a)), np.flatnonzero(np.isin(win.trial, b)))
+                 for a, b in loso_folds(trials, 5)[:P["folds"]]]
+        splits[task] = (win, folds)
+        feats[task] = motion_features(win.x)
+    seeds = [P["seed"] + 17 * i for i in range(P["folds"])]
+    baseline = []
+    for i, s in enumerate(seeds):
+        t0 = time.perf_counter()
+        acc = [run_features_split(P, feats[t], splits[t][0].y, *splits[t][1][i], seed=s) for t in tasks]
+        baseline.append((100 * float(np.mean(acc)), time.perf_counter() - t0))
+    rows = []
+    for f in factors:
+        epochs = max(1, round(P["epochs"] * f))
+        Pf = config.Params({**P, "epochs": epochs})
+        for i, s in enumerate(seeds):
+            t0 = time.perf_counter()
+            acc = []
+            for t in tasks:
+                r = run_split(Pf, splits[t][0], *splits[t][1][i], seed=s, device=device)
+                acc.append(float((r.probs.argmax(1) == r.test.y).mean()))
+            value = 100 * float(np.mean(acc))
+            rows.append({"factor": f, "budget": epochs, "seed": s, "arm": "ours", "value": value,
+                         "train_s": time.perf_counter() - t0})
+            rows.append({"factor": f, "budget": epochs, "seed": s, "arm": "baseline", "value": baseline[i][0],
+                         "train_s": baseline[i][1]})
+            log(f"{f:g}x (epochs {epochs}) fold seed {s}: CNN {value:.1f}, features {baseline[i][0]:.1f}")
+    return {"rows": rows, "budget": "CNN epochs", "unit": "%", "higher_is_better": True,
+            "arms": {"ours": f"1-D CNN on raw kinematics (LOSO, W={w}, mean over the tasks)",
+                     "baseline": f"{P['baseline']} on motion features (same windows and folds)"}}

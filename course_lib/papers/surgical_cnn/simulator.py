@@ -4,20 +4,30 @@
 offline: 8 users (B..I, with the release's self-proclaimed skill per user: B, G, H, I novices,
 C, F intermediates, D, E experts) x 5 trials x 3 tasks. Each trial is a sequence of gestures
 (reach, manipulate with a wrist rotation and a grasp, sometimes a pause) of both slave tools; the
-masters follow them with motion scaling. A latent skill per user and trial (novice 0,
-intermediate :data:`SKILL_LEVEL` ``I``, expert 1, scaled by a task factor, plus user and trial
-noise) sets
+masters follow them with motion scaling.
 
-* speed (peak velocity) and hence duration,
-* smoothness (one minimum-jerk stroke for an expert, several corrective sub-movements, with
-  overshoot, for a novice),
-* physiological tremor (8-11 Hz, amplitude falling with skill),
-* pauses (probability and length), and re-grasps of the gripper;
+**The generative model of skill** is one model for every task. A surgeon's latent skill in a
+trial is ``u = level(class) + e_user + e_trial`` (:func:`_latent_skill`), with ``level`` 0 for a
+novice, 1 for an expert and 0.5 for an intermediate (the middle of the three classes' practice
+hours on a log scale: < 10 h, 10-100 h, > 100 h) and Gaussian user and trial noise
+(:data:`SKILL_NOISE`). What an expert does differently, as ``u`` grows (:func:`_hand`):
 
-while a per-user *style* (workspace offset, speed, tremor frequency, hand use) that has nothing
-to do with skill varies between users. Intermediates sit closer to the novices than to the
-experts, and knot tying has the weakest skill signal and the most user/trial noise, so that its
-classes overlap most -- the difficulty pattern of the paper (its Fig. 4 and Table 3).
+* **faster**: peak velocity ``0.05 (0.8 + 0.6 u)`` m/s, hence shorter gestures and trials;
+* **smoother, fewer corrections**: a reach is one minimum-jerk stroke plus a Poisson number of
+  corrective sub-movements (with overshoot) of mean ``2.5 (1 - u) + 0.2``; the same for the
+  wrist rotations (0.7 times as many);
+* **steadier**: physiological tremor (8-11 Hz, the user's own frequency) of amplitude
+  ``0.2 mm x (1.3 - u)``;
+* **fewer hesitations**: a pause after a gesture with probability ``0.65 (1 - u) + 0.1`` lasting
+  0.3 s plus an exponential time of mean ``0.2 + 0.6 (1 - u)`` s, and ``1.2 (1 - u) + 0.1``
+  re-grasps of the gripper per gesture.
+
+Nuisance that is not skill, the same for every task (:data:`NUISANCE`): a per-user *style*
+(workspace offset, speed, tremor frequency, hand use, grip) that makes users recognisable, not
+better; where the pad sits from trial to trial; sensor noise. The tasks differ only in what the
+task is (:data:`TASK_SIM`): how many gestures a trial has and how far the tools reach. No number
+is set per task to make one task harder than another: which task comes out hardest is the
+method's (and the task geometry's) result, not the simulator's setting.
 """
 from __future__ import annotations
 
@@ -34,22 +44,22 @@ from course_lib import paths
 from .jigsaws import (FPS, GRS_ITEMS, MANIPULATORS, TASKS, USER_SKILL, USERS, MetaRow, trial_name,
                       write_kinematics, write_meta)
 
-__all__ = ["SimConfig", "TASK_SIM", "SKILL_LEVEL", "simulate_trial", "write_simulation", "simulated_root"]
+__all__ = ["SimConfig", "TASK_SIM", "SKILL_LEVEL", "SKILL_NOISE", "NUISANCE", "simulate_trial", "write_simulation",
+           "simulated_root"]
 
 
-# latent skill of the three self-proclaimed classes: intermediates closer to the novices
-SKILL_LEVEL = {"N": 0.0, "I": 0.4, "E": 1.0}
-
-# Per task: gestures per trial, reach (m), skill gain (how strongly the latent skill shows),
-# user and trial noise of the latent skill, how much the user style varies and how far the
-# workspace shifts from trial to trial (m).
+# latent skill of the three self-proclaimed classes (practice hours on a log scale)
+SKILL_LEVEL = {"N": 0.0, "I": 0.5, "E": 1.0}
+# user and trial noise of the latent skill (standard deviations, in units of expert - novice)
+SKILL_NOISE = dict(user_sd=0.10, trial_sd=0.08)
+# what is not skill: how much user habits vary (style) and how far the workspace shifts from
+# trial to trial (m)
+NUISANCE = dict(style=0.8, shift=0.002)
+# Per task, only what the task is: gestures per trial and reach of the tools (m)
 TASK_SIM = {
-    "Suturing": dict(gestures=6, reach=0.022, gain=1.0, user_sd=0.10, trial_sd=0.08, style=0.8,
-                     shift=0.002),
-    "Needle_Passing": dict(gestures=6, reach=0.028, gain=0.9, user_sd=0.10, trial_sd=0.08, style=0.9,
-                           shift=0.002),
-    "Knot_Tying": dict(gestures=4, reach=0.016, gain=0.5, user_sd=0.2, trial_sd=0.2, style=1.0,
-                       shift=0.005),
+    "Suturing": dict(gestures=6, reach=0.022),
+    "Needle_Passing": dict(gestures=6, reach=0.028),
+    "Knot_Tying": dict(gestures=4, reach=0.016),
 }
 
 
@@ -65,7 +75,7 @@ class SimConfig:
     seed: int = 0
     duration_scale: float = 1.0
     difficulty: float = 1.0
-    version: int = 1  # bump when the simulator changes, so caches are rebuilt
+    version: int = 2  # bump when the simulator changes, so caches are rebuilt
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True)
@@ -92,18 +102,18 @@ def _euler_to_matrix(ang: np.ndarray) -> np.ndarray:
 
 
 def _latent_skill(cfg: SimConfig, task: str, user: str, trial: int) -> float:
-    ts = TASK_SIM[task]
+    """u = level(class) + user noise + trial noise: the same model for every task."""
     u_rng = np.random.default_rng([cfg.seed, TASKS.index(task), ord(user), 0])
     t_rng = np.random.default_rng([cfg.seed, TASKS.index(task), ord(user), trial])
-    base = SKILL_LEVEL[USER_SKILL.get(user, "N")] * ts["gain"] + 0.5 * (1 - ts["gain"])
-    return float(base + cfg.difficulty * (ts["user_sd"] * u_rng.normal()
-                                          + ts["trial_sd"] * t_rng.normal()))
+    base = SKILL_LEVEL[USER_SKILL.get(user, "N")]
+    return float(base + cfg.difficulty * (SKILL_NOISE["user_sd"] * u_rng.normal()
+                                          + SKILL_NOISE["trial_sd"] * t_rng.normal()))
 
 
 def _user_style(cfg: SimConfig, task: str, user: str) -> dict:
     """Per-user habits that are not skill: they make users recognisable, not better."""
     rng = np.random.default_rng([cfg.seed, ord(user), 7])
-    s = TASK_SIM[task]["style"]
+    s = NUISANCE["style"]
     return dict(
         speed=float(np.exp(0.15 * s * rng.normal())),
         offset=0.01 * s * rng.normal(size=3),
@@ -244,7 +254,7 @@ def simulate_trial(cfg: SimConfig, task: str, user: str, trial: int) -> tuple[np
                        amp=(1 - st["right_share"]) / st["right_share"], n_frames=len(Pd),
                        targets=_task_targets(task, 1, ts["gestures"]))
     hands = {dom: (Pd, Ad, Gd), other: (Po, Ao, Go)}
-    shift = ts["shift"] * cfg.difficulty * rng.normal(size=3)  # where the pad sits this time
+    shift = NUISANCE["shift"] * cfg.difficulty * rng.normal(size=3)  # where the pad sits this time
     blocks = {}
     for side, (P, A, G) in hands.items():
         P = P + shift
