@@ -417,11 +417,11 @@ TAKEAWAYS = [
                      "than the motion-economy metrics hold.",
           not_reproduced="The classical baseline wins: a random forest on a few hand-crafted motion features "
                          "(path length, speed, jerk, idle time, rotation, gripper) of the same windows and folds "
-                         "beats the CNN by {diff} points in the paper's direction (95% CI {ci}, n = {n} folds). "
+                         "beats the CNN (CNN minus baseline {diff} points, 95% CI {ci}, n = {n} folds). "
                          "The simulator's skill *is* speed, smoothness, tremor and pauses, which those features "
                          "measure directly, while the CNN must learn them from 76 channels of one surgeon's "
                          "habits; the paper's own Table 2 shows feature methods at 94-100% per trial on JIGSAWS. "
-                         "The scaling probe below shows whether more CNN epochs close the gap.",
+                         "The scaling probe above shows whether more CNN epochs close the gap.",
           inconclusive="CNN vs. the classical baseline on motion features: {diff} points (95% CI {ci}, n = {n} "
                        "folds), within the fold-to-fold noise."),
     Point("knot_tying_hardest",
