@@ -359,7 +359,13 @@ def test_official_json_reader(tmp_path):
 
 def test_parameters_resolve():
     P = config.resolve("01_albef", profile="smoke")
-    assert list(P.variants) == list(albef.VARIANTS) and P.noise == 0.4
+    assert tuple(P.variants) == albef.HEADLINE_VARIANTS and P.noise == 0.4 and P.seeds == 1
+    S = config.resolve("01_albef", profile="study")
+    assert S.seeds == 3 and tuple(S.noisy_variants) == ("itc_mlm_itm_hard", "full")
+    assert albef.grid(S) == [("clean", 0.0, v) for v in albef.HEADLINE_VARIANTS] + [
+        ("noisy", 0.4, "itc_mlm_itm_hard"), ("noisy", 0.4, "full")]
+    assert albef.seed_list(config.resolve("01_albef", profile="study", seed=7)) == [7, 8, 9]
+    assert list(config.resolve("01_albef", profile="paper").variants) == list(albef.VARIANTS)
     cfg = albef.config_from_params(P)
     assert cfg.queue_size % cfg.batch_size == 0
     assert albef.albef_config("study").queue_size % albef.albef_config("study").batch_size == 0
@@ -451,3 +457,40 @@ def test_figure_captions_are_wrapped_at_word_boundaries(tok):
     sup = fig._suptitle.get_text().split("\n")
     assert len(sup) > 1 and " ".join(sup) == caps[1] and _whole_words(sup, caps[1])
     plt.close(fig)
+
+
+def test_headline_claims_pair_rows_seed_by_seed(tmp_path, monkeypatch):
+    """The four headline ids are recorded on the official ranking, one value per seed, each paired
+    with its baseline row seed by seed; the ITC-ranking copies keep their own ids."""
+    from types import SimpleNamespace
+
+    from course_lib.results.rules import REPRODUCED
+
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
+    P = config.resolve("01_albef", profile="study", seed=3)
+    seeds = albef.seed_list(P)
+    base = {"mlm_itm": 5.0, "itc_mlm_itm": 30.0, "itc_mlm_itm_hard": 25.0, "full": 35.0}
+
+    def metrics(v, setting, i):
+        x = base[v] - (15.0 if setting == "noisy" and v == "full" else 0.0) + 0.5 * i
+        return {"r_mean": x, "itc_r_mean": x + 1, "txt_r_mean": x, "img_r_mean": x,
+                "itc_txt_r_mean": x + 1, "itc_img_r_mean": x + 1}
+
+    runs = {}
+    for setting, _, v in albef.grid(P):
+        ms = [metrics(v, setting, i) for i in range(len(seeds))]
+        runs[(setting, v)] = {"metrics": ms[0], "seed_metrics": ms,
+                              "ft_info": SimpleNamespace(history=None)}
+    res = {"runs": runs, "seeds": seeds, "settings": {"clean": 0.0, "noisy": 0.4},
+           "data": {"clean": SimpleNamespace(test=SimpleNamespace(num_images=500))}}
+    rec = albef.record_results(P, res, rec=albef.recorder(P))
+    c = {x.id: x for x in rec.claims}
+    for id_, setting, new, old, _ in albef.HEADLINE:
+        h = c[id_]
+        assert h.headline and h.kind == "claim" and h.seeds == seeds == [3, 4, 5]
+        assert h.runs == [m["r_mean"] for m in runs[(setting, new)]["seed_metrics"]]
+    assert c["albef_itc_helps"].verdict == REPRODUCED             # +25 on every seed
+    assert c["albef_hard_negatives_help"].verdict != REPRODUCED   # -5 on every seed
+    assert c["albef_mod_helps_noisy"].verdict != REPRODUCED       # -5 on every seed
+    assert "clean_itcrank_gain_full_over_hard" in c and not c["clean_itcrank_gain_full_over_hard"].headline
+    assert sum(x.headline for x in rec.claims) == 4

@@ -67,6 +67,16 @@ _F_DINO = {
 _F_TEACHER = {"test_top1": "top-1 (%) on the world's test split", "chance": "chance level (%)"}
 
 ENTRIES: tuple[Entry, ...] = (
+    Entry("albef_pretrained", "ALBEF's Table 1 pre-trainings: each row of the profile on clean pairs (and the "
+          "MoD rows on noisy pairs) at each paired seed", "01_albef", ("01_albef",),
+          "notebook 01's world captions: the train split's pairs, clean and with 40% corrupted",
+          "each row's losses (albef.VARIANTS), AdamW, warm-up + cosine (albef_config)",
+          {"smoke": 10, "study": 1100}, "course_lib.papers.albef.pretrained:build_pretrained",
+          figures={"pretrainings": "models pre-trained (rows x settings x seeds)",
+                   "chance": "mean recall (%) of a random ranking of the test set",
+                   "zero_shot_itc_full": "zero-shot mean recall (%) of the full model (seed of the profile, "
+                                         "ITC ranking), before fine-tuning"},
+          quality=(("zero_shot_itc_full", "chance", 2.0),)),
     Entry("dino_vit", "DINO ViT pretrained on the offline world: the frozen backbone of notebook 11",
           "11_stego", ("11_stego",),
           "the world's train split (unlabeled)", "DINO, the course's recipe (selfsup.DINO_PROFILES), seed 0",

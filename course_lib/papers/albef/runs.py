@@ -137,21 +137,39 @@ def finetune(model: ALBEF, data: PairData, cfg: ALBEFConfig | None = None, devic
                        device=device or config.pick_device("auto"), seed=seed + 1, log=log)
 
 
-def train_variant(variant: str, d: ALBEFData, cfg: ALBEFConfig, seed: int = 0, device=None, force: bool = False,
-                  log: Callable[[str], Any] | None = print) -> dict[str, Any]:
-    """Pre-train one Table 1 variant on ``d.pretrain`` and fine-tune it on ``d.finetune``; both
-    stages cached (``train.cached_model``). Returns the two models and their histories."""
+def pretrain_variant(variant: str, d: ALBEFData, cfg: ALBEFConfig, seed: int = 0, device=None, force: bool = False,
+                     log: Callable[[str], Any] | None = print) -> tuple[ALBEF, Any]:
+    """Pre-train one Table 1 variant on ``d.pretrain`` (cached, ``train.cached_model``): the
+    stage the course zoo's ``albef_pretrained`` builds ahead of time. Returns the model and its
+    cache info."""
     device = torch.device(device) if device is not None else config.pick_device("auto")
     vcfg = cfg.variant(variant)
-    key = {**d.key, "albef": asdict(vcfg), "seed": seed, "code": CODE_VERSION}
-    tag = f"albef-{variant}-n{int(round(100 * d.noise))}"
 
     def fit_pre(m):
         return pretrain(m, d.pretrain, vcfg, device, seed, log)
 
-    pre, pinfo = train.cached_model(tag + "-pre", key, lambda: build_model(vcfg, d.tok, seed, device), fit_pre,
-                                    force=force)
+    pre, pinfo = train.cached_model(_tag(variant, d) + "-pre", _key(vcfg, d, seed),
+                                    lambda: build_model(vcfg, d.tok, seed, device), fit_pre, force=force)
     pre.eval()
+    return pre, pinfo
+
+
+def _tag(variant: str, d: ALBEFData) -> str:
+    return f"albef-{variant}-n{int(round(100 * d.noise))}"
+
+
+def _key(vcfg: ALBEFConfig, d: ALBEFData, seed: int) -> dict:
+    return {**d.key, "albef": asdict(vcfg), "seed": seed, "code": CODE_VERSION}
+
+
+def train_variant(variant: str, d: ALBEFData, cfg: ALBEFConfig, seed: int = 0, device=None, force: bool = False,
+                  log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+    """Pre-train one Table 1 variant on ``d.pretrain`` (:func:`pretrain_variant`) and fine-tune
+    it on ``d.finetune``; both stages cached (``train.cached_model``). Returns the two models and
+    their histories."""
+    device = torch.device(device) if device is not None else config.pick_device("auto")
+    vcfg = cfg.variant(variant)
+    pre, pinfo = pretrain_variant(variant, d, cfg, seed, device, force, log)
 
     def fit_ft(m):
         return finetune(m, d.finetune, vcfg, device, seed, log)
@@ -161,7 +179,8 @@ def train_variant(variant: str, d: ALBEFData, cfg: ALBEFConfig, seed: int = 0, d
         m.load_state_dict(pre.state_dict())
         return m
 
-    ft, finfo = train.cached_model(tag + "-ft", {**key, "stage": "finetune"}, build_ft, fit_ft, force=force)
+    ft, finfo = train.cached_model(_tag(variant, d) + "-ft", {**_key(vcfg, d, seed), "stage": "finetune"}, build_ft,
+                                   fit_ft, force=force)
     ft.cfg = replace(vcfg, itc=True, itm_hard=True, mod_itc=False, mod_mlm=False, mlm=False)
     ft.eval()
     return {"pretrained": pre, "finetuned": ft, "pre_info": pinfo, "ft_info": finfo,
