@@ -2,6 +2,7 @@
 empty images, blending, determinism, and the scale-jitter pipeline."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -247,6 +248,13 @@ def test_claims_follow_the_numbers(tmp_path, monkeypatch):
     assert v["t10_random_vs_one_box"] == "reproduced" and v["t10_random_vs_all_box"] == "inconclusive"
     assert v["t10_blending"] == "reproduced"
     assert v["cp_over_lsj_box"] == "not reproduced"  # +0.75 every seed: below the margin
+    # the headline claims: Copy-Paste over LSJ alone at 10% (+3.5 m), that gain minus the one at 100%
+    # (+3 m), LSJ over SSJ at 100% (+1.5 m); each paired per seed, headline
+    assert v["cp_helps_low_data"] == v["cp_gain_largest_low_data"] == v["cp_lsj_beats_ssj"] == "reproduced"
+    h = {c.id: c for c in rec.claims if c.headline}
+    assert set(h) == {"cp_helps_low_data", "cp_gain_largest_low_data", "cp_lsj_beats_ssj"}
+    assert h["cp_helps_low_data"].seeds == [P.seed, P.seed + 1, P.seed + 2]
+    np.testing.assert_allclose(h["cp_helps_low_data"].runs, [3.5 * m] * 3)
     bad = {("lsj_cp", 0.1): -m, ("lsj_cp", 1.0): -2 * m, ("random", False): 5 * m}
     rec2 = cp.recorder(P)
     cp.record_results(P, _fake_results(P, bad), rec2, save=False)
@@ -261,6 +269,10 @@ def test_plan_and_parameters():
     from course_lib import config
 
     P = config.resolve("10_copy_paste", profile="study")
+    assert P.seeds == 3 and not P.table10 and tuple(P.fractions) == (0.1, 1.0)  # the headline claims' budget
+    names = [s.name for s in cp.plan(P)]
+    assert len(names) == len(set(names)) == 6             # 3 augmentations x 2 fractions
+    P = config.resolve("10_copy_paste", profile="study", fractions=(0.1, 0.5, 1.0), table10=True)
     names = [s.name for s in cp.plan(P)]
     assert len(names) == len(set(names)) == 12            # 3 x 3 grid + one / all / no blending
     assert "lsj_cp@1[one]" in names and "lsj_cp@1[random,no-blend]" in names
@@ -269,4 +281,4 @@ def test_plan_and_parameters():
     with pytest.raises(config.ParameterError):
         config.resolve("10_copy_paste", profile="study", paste_fraction=0.0)
     with pytest.raises(config.ParameterError):
-        cp.plan(config.resolve("10_copy_paste", profile="study", table10_fraction=0.3))
+        cp.plan(config.resolve("10_copy_paste", profile="study", table10=True, table10_fraction=0.3))

@@ -71,7 +71,7 @@ ENTRIES: tuple[Entry, ...] = (
           "MoD rows on noisy pairs) at each paired seed", "01_albef", ("01_albef",),
           "notebook 01's world captions: the train split's pairs, clean and with 40% corrupted",
           "each row's losses (albef.VARIANTS), AdamW, warm-up + cosine (albef_config)",
-          {"smoke": 10, "study": 1100}, "course_lib.papers.albef.pretrained:build_pretrained",
+          {"smoke": 10, "study": 420}, "course_lib.papers.albef.pretrained:build_pretrained",
           figures={"pretrainings": "models pre-trained (rows x settings x seeds)",
                    "chance": "mean recall (%) of a random ranking of the test set",
                    "zero_shot_itc_full": "zero-shot mean recall (%) of the full model (seed of the profile, "

@@ -63,7 +63,7 @@ Where things live:
 ``experiment.py``
     :data:`PARAMS`, :data:`PAPER`, :func:`load_data`, the runs (:class:`RunSpec`, :func:`plan`,
     :func:`train_run` with its cache key, :func:`run_experiments`), :func:`tables` and
-    :func:`record_results`;
+    :func:`record_results`, the headline claims' scaling probes (:func:`scaling_probe`);
 ``figures.py``
     :func:`jittered_pair`, :func:`paste_demo` / :func:`draw_paste_demo`, :func:`augmented_batch` /
     :func:`draw_gallery`.
@@ -72,9 +72,9 @@ from __future__ import annotations
 
 from course_lib.papers.copy_paste import experiment, figures, method
 from course_lib.papers.copy_paste.experiment import (
-    AUG_LABELS, AUGMENTATIONS, CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_RUN_MARGIN, TAKEAWAYS,
-    TITLE, CPData, Run, RunSpec, augmentation, load_data, plan, record_results, recorder, run_experiments,
-    tables, train_run,
+    AUG_LABELS, AUGMENTATIONS, CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, PROBES, SINGLE_RUN_MARGIN,
+    TAKEAWAYS, TITLE, CPData, Run, RunSpec, augmentation, load_data, plan, record_results, recorder,
+    run_experiments, scaling_probe, tables, train_run,
 )
 from course_lib.papers.copy_paste.figures import (
     augmented_batch, draw_gallery, draw_paste_demo, jittered_pair, paste_demo,
@@ -92,5 +92,5 @@ __all__ = [
     "blend_alpha", "draw_gallery", "draw_paste_demo", "from_rectangles", "gaussian_kernel_size",
     "jittered_pair", "load_data", "masks_to_boxes", "paste", "paste_demo", "plan", "record_results",
     "recorder", "refresh_target", "run_experiments", "scale_jitter", "select_objects", "tables",
-    "train_run", "method", "experiment", "figures",
+    "train_run", "method", "experiment", "figures", "PROBES", "scaling_probe",
 ]
