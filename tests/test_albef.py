@@ -494,3 +494,16 @@ def test_headline_claims_pair_rows_seed_by_seed(tmp_path, monkeypatch):
     assert c["albef_mod_helps_noisy"].verdict != REPRODUCED       # -5 on every seed
     assert "clean_itcrank_gain_full_over_hard" in c and not c["clean_itcrank_gain_full_over_hard"].headline
     assert sum(x.headline for x in rec.claims) == 4
+
+
+def test_scaling_probe_trains_both_rows_at_each_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    P = config.resolve("01_albef", profile="smoke", device="cpu", seeds=1, n_test=16)
+    assert set(albef.PROBES) == {"albef_hard_negatives_help", "albef_mod_helps", "albef_mod_helps_noisy"}
+    out = albef.scaling_probe(P, "albef_mod_helps_noisy", factors=(1, 2), log=None)
+    assert [(r["factor"], r["budget"], r["arm"]) for r in out["rows"]] == [
+        (1, P.epochs, "ours"), (1, P.epochs, "baseline"), (2, 2 * P.epochs, "ours"), (2, 2 * P.epochs, "baseline")]
+    assert all(0 <= r["value"] <= 100 for r in out["rows"]) and "noisy" in out["arms"]["ours"]
+    with pytest.raises(ValueError, match="albef_hard_negatives_help"):
+        albef.scaling_probe(P, "albef_itc_helps")

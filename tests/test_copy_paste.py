@@ -282,3 +282,17 @@ def test_plan_and_parameters():
         config.resolve("10_copy_paste", profile="study", paste_fraction=0.0)
     with pytest.raises(config.ParameterError):
         cp.plan(config.resolve("10_copy_paste", profile="study", table10=True, table10_fraction=0.3))
+
+
+def test_scaling_probe_pairs_the_claims_arms(tmp_path, monkeypatch):
+    from course_lib import config
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    P = config.resolve("10_copy_paste", profile="smoke", device="cpu", steps=1, train_images=16, eval_images=4)
+    out = cp.scaling_probe(P, "cp_helps_low_data", factors=(1, 2), log=None)
+    assert [(r["budget"], r["arm"], r["seed"]) for r in out["rows"]] == [
+        (1, "ours", P.seed), (1, "baseline", P.seed), (2, "ours", P.seed), (2, "baseline", P.seed)]
+    assert "Copy-Paste" in out["arms"]["ours"] and "Copy-Paste" not in out["arms"]["baseline"]
+    with pytest.raises(ValueError, match="cp_lsj_beats_ssj"):
+        cp.scaling_probe(P, "cp_gain_largest_low_data")

@@ -94,9 +94,9 @@ from __future__ import annotations
 
 from .data import (REAL_LAYOUT, ALBEFData, PairData, corrupt_captions, pre_caption, real_data,
                    world_config, world_data)
-from .experiment import (HEADLINE, HEADLINE_VARIANTS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, TAKEAWAYS, TITLE,
+from .experiment import (HEADLINE, HEADLINE_VARIANTS, NOTEBOOK, PAPER, PAPER_URL, PARAMS, PROBES, TAKEAWAYS, TITLE,
                          albef_config, config_from_params, fixed_inputs, grid, load_data, record_results, recorder,
-                         run_table1, seed_list, table1_frame)
+                         run_table1, scaling_probe, seed_list, table1_frame)
 from .figures import (plot_histories, plot_table1, retrieval_figure, show_gradcam, show_pairs,
                       show_pseudo_targets, wrap_text)
 from .method import (ALBEF, VARIANTS, ALBEFConfig, CrossAttention, FusionLayer, TextEncoder, alpha_at,
@@ -118,5 +118,5 @@ __all__ = [
     "build_model", "config_from_params", "fixed_inputs", "plot_table1", "plot_histories", "show_pseudo_targets",
     "show_gradcam", "retrieval_figure", "recorder", "record_results", "show_pairs", "wrap_text",
     "NOTEBOOK", "PARAMS", "CODE_VERSION", "ALBEFData", "pre_caption", "REAL_LAYOUT", "TAKEAWAYS",
-    "HEADLINE", "HEADLINE_VARIANTS", "grid", "seed_list", "pretrain_variant",
+    "HEADLINE", "HEADLINE_VARIANTS", "grid", "seed_list", "pretrain_variant", "PROBES", "scaling_probe",
 ]

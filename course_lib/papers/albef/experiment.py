@@ -408,3 +408,37 @@ TAKEAWAYS = [
                        "half to tell.",
           missing="This run has no corrupted pairs to probe (no noisy setting)."),
 ]
+
+
+# ==============================================================================================
+# Scaling probes (benchmarks/scaling_probe.py) of the headline claims that did not reproduce
+# ==============================================================================================
+PROBES = {id_: f"pre-training epochs of both rows ({VARIANTS[new]['label']} vs. {VARIANTS[old]['label']}, "
+               f"{setting} pairs)" for id_, setting, new, old, _ in HEADLINE if id_ != "albef_itc_helps"}
+
+
+def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) -> dict[str, Any]:
+    """Pre-train the claim's two rows on ``P.seeds`` paired seeds at ``factors`` x ``P.epochs``,
+    fine-tune and test them as the notebook does (official ranking, mean of TR and IR). Returns
+    the keyword arguments of :func:`course_lib.results.scaling.save_probe`."""
+    if claim not in PROBES:
+        raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
+    from course_lib.results.scaling import sweep
+
+    log = log or (lambda *_: None)
+
+    _, setting, new, old, _ = next(h for h in HEADLINE if h[0] == claim)
+    d = load_data(P, P.noise if setting == "noisy" else 0.0)
+    device = P.torch_device
+
+    def arm(v):
+        def run(Pf, seed):
+            r = train_variant(v, d, config_from_params(Pf), seed, device, False, None)
+            return evaluate(r["finetuned"], d.test, P.k_test, device)["r_mean"], r["seconds"]
+        return run
+
+    rows = sweep(P, factors, "epochs", {"ours": (VARIANTS[new]["label"], arm(new)),
+                                        "baseline": (VARIANTS[old]["label"], arm(old))}, log)
+    return {"rows": rows, "budget": "pre-training epochs", "unit": "mean recall", "higher_is_better": True,
+            "arms": {"ours": f"{VARIANTS[new]['label']} ({setting} pairs)",
+                     "baseline": f"{VARIANTS[old]['label']} ({setting} pairs)"}}

@@ -85,12 +85,23 @@ def plot_table1(res: Mapping[str, Any]):
     import matplotlib.pyplot as plt
 
     df = table1_frame(res)
+    se = {}  # the seeds' standard error of TR and IR per (setting, variant label)
+    for (setting, v), r in res["runs"].items():
+        ms = r.get("seed_metrics") or [r["metrics"]]
+        for col, key in (("TR", "txt_r_mean"), ("IR", "img_r_mean")):
+            x = np.array([m[key] for m in ms])
+            se[(col, setting, VARIANTS[v]["label"])] = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else 0.0
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), sharey=True)
     for ax, col in zip(axes, ("TR", "IR")):
         t = df[col].unstack(0)
         t = t.reindex([VARIANTS[v]["label"] for v in VARIANTS if VARIANTS[v]["label"] in t.index])
-        t.plot.barh(ax=ax)
-        ax.set(xlabel=f"{col}: mean of R@1/5/10 (%)", ylabel="")
+        err = t.copy()
+        for setting in err.columns:
+            err[setting] = [se.get((col, setting, label), np.nan) for label in err.index]
+        t.plot.barh(ax=ax, xerr=err, capsize=3)
+        n = max(len(r.get("seed_metrics") or [1]) for r in res["runs"].values())
+        ax.set(xlabel=f"{col}: mean of R@1/5/10 (%)" + (f", mean ± SE over {n} seeds" if n > 1 else ""),
+               ylabel="")
         lo = np.nanmin(t.values)
         ax.set_xlim(max(0, lo - 10), min(100, np.nanmax(t.values) + 5))
     fig.tight_layout()

@@ -571,6 +571,8 @@ def scaling_probe(P: config.Params, claim: str, factors=(1, 2, 4), log=print) ->
         raise ValueError(f"claim={claim!r}: a probe exists for {', '.join(PROBES)}")
     from course_lib.results.scaling import sweep
 
+    log = log or (lambda *_: None)
+
     d = load_data(P)
     g = _grid_specs(P)
     fr = sorted({float(x) for x in P.fractions})
