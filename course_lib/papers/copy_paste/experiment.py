@@ -476,7 +476,7 @@ def record_results(P: config.Params, res: Mapping[str, Any], rec=None, save: boo
 # The "What to take away" cell, written from the record (course_lib.results.takeaways): what each
 # verdict means for the paper's story; the numbers are this run's ({diff}, {ours}: gains in AP
 # points between runs of the same seed).
-_NOT_A_VERDICT = "from {n} run(s) per arm: not a verdict (fewer than 3 seeds, or within their noise)"
+_NOT_A_VERDICT = "95% CI {ci}, n = {n} run(s) per arm: not a verdict (fewer than 3 seeds, or within their noise)"
 TAKEAWAYS = [
     Point("cp_gain_low",
           reproduced="Figure 1's main point holds at our scale: with the smallest data fraction, LSJ + "
@@ -489,19 +489,19 @@ TAKEAWAYS = [
           reproduced="Copy-Paste helps where data is scarce: with the smallest data fraction, LSJ + Copy-Paste "
                      "beats LSJ alone by {diff} box AP (95% CI {ci}, n = {n} paired seeds).",
           not_reproduced="Copy-Paste does not help with the smallest data fraction here: LSJ + Copy-Paste minus "
-                         "LSJ alone is {diff} box AP (95% CI {ci}, n = {n} paired seeds). At our budget the "
+                         "LSJ alone is {diff} of box AP (95% CI {ci}, n = {n} paired seeds). At our budget the "
                          "small detector underfits even 60 images, so a harder augmentation costs more than "
-                         "the extra object variety gives; the scaling probe (calibration notes) says whether "
-                         "more steps change that.",
-          inconclusive="LSJ + Copy-Paste minus LSJ alone with the smallest data fraction: {diff} box AP (95% CI "
-                       "{ci}, n = {n}), within the seed noise."),
+                         "the extra object variety gives; the scaling probe above says whether more steps "
+                         "change that.",
+          inconclusive="LSJ + Copy-Paste minus LSJ alone with the smallest data fraction: {diff} of box AP (95% "
+                       "CI {ci}, n = {n}), within the seed noise."),
     Point("cp_gain_largest_low_data",
-          reproduced="The Copy-Paste gain is largest where data is scarce, as in Figure 1 ({diff} box AP more "
+          reproduced="The Copy-Paste gain is largest where data is scarce, as in Figure 1 ({diff} of box AP more "
                      "with the smallest fraction than with all the data; 95% CI {ci}, n = {n}).",
           not_reproduced="The Copy-Paste gain is not larger with less data here (smallest fraction minus all the "
-                         "data: {diff} box AP, 95% CI {ci}, n = {n}).",
-          inconclusive="Copy-Paste gain with the smallest fraction minus its gain with all the data: {diff} box "
-                       "AP (95% CI {ci}, n = {n}), within the seed noise."),
+                         "data: {diff} of box AP, 95% CI {ci}, n = {n}).",
+          inconclusive="Copy-Paste gain with the smallest fraction minus its gain with all the data: {diff} of "
+                       "box AP (95% CI {ci}, n = {n}), within the seed noise."),
     Point("cp_gain_high",
           reproduced="With all the data LSJ + Copy-Paste beats SSJ too (box AP {diff}; paper +5).",
           not_reproduced="With all the data LSJ + Copy-Paste does not beat SSJ (box AP {diff}; paper +5).",
