@@ -240,3 +240,26 @@ def test_headline_claim_pairs_cnn_and_features_per_fold(tmp_path, monkeypatch):
               for i in range(3)]
     np.testing.assert_allclose(h.runs, expect)
     assert c["features_loso_w60"].seeds == h.seeds and c["features_loso_w60"].kind == "check"
+
+
+def test_paper_profile_end_to_end_on_a_slice_of_the_release(tmp_path, monkeypatch):
+    """The paper profile on a small slice of JIGSAWS' on-disk layout (the simulator writes the
+    release's files: `<Task>/kinematics/AllGestures/<Task>_<User><Trial>.txt` and the meta file,
+    with a gap like the release's Suturing_H002), through the same reader, driver and recorder;
+    only the budget knobs are overridden."""
+    from course_lib.papers.surgical_cnn import simulator as sim
+
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path / "results"))
+    root = tmp_path / "data" / "JIGSAWS"
+    sim.write_simulation(sim.SimConfig(tasks=("Suturing",), trials=5, duration_scale=0.3), root)
+    (root / "Suturing" / "kinematics" / "AllGestures" / "Suturing_H002.txt").unlink()
+    P = config.resolve("12_surgical_cnn", profile="paper", device="cpu", data_root=str(tmp_path / "data"),
+                       tasks="Suturing", windows="30,60", folds=3, epochs=1, schemes="loso,holdout")
+    assert P.dataset == "jigsaws" and S.names(P.filters) == (38, 76, 152)
+    data = S.load_data(P)
+    assert len(data["Suturing"]) == 39  # 8 users x 5 trials, one missing
+    res = S.run_experiments(P, data, log=None)
+    assert len(res["frame"]) == 4 and res["fold_acc"][("Suturing", "loso", 60)]
+    rec = S.record_results(P, res, S.recorder(P))
+    assert (tmp_path / "results" / "12_surgical_cnn" / "paper.json").is_file()
+    assert {"suturing_loso_w60", "surgical_cnn_beats_features"} <= {c.id for c in rec.claims}
