@@ -507,3 +507,41 @@ def test_scaling_probe_trains_both_rows_at_each_budget(tmp_path, monkeypatch):
     assert all(0 <= r["value"] <= 100 for r in out["rows"]) and "noisy" in out["arms"]["ours"]
     with pytest.raises(ValueError, match="albef_hard_negatives_help"):
         albef.scaling_probe(P, "albef_itc_helps")
+
+
+@pytest.mark.slow  # a ViT-S/16 at 224 px with 6 + 6 text layers: about a minute on 2 CPU cores
+def test_paper_profile_end_to_end_on_a_slice_of_the_official_files(tmp_path, monkeypatch):
+    """The paper profile (ViT-S/16 at 224 px, 6 + 6 text layers, wordpiece) on a few images in the
+    official layout: ALBEF's json files (coco_train / flickr30k_train / flickr30k_test) and the
+    COCO 2014 / Flickr30k image folders, through the notebook's driver and recorder; only the
+    budget knobs are overridden."""
+    from PIL import Image
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path / "results"))
+    root = tmp_path / "data"
+    for d in ("albef_data", "coco/train2014", "coco/val2014", "flickr30k/flickr30k-images"):
+        (root / d).mkdir(parents=True)
+    colors = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "yellow": (230, 220, 20)}
+    coco, f_train, f_test = [], [], []
+    for i, (name, rgb) in enumerate(colors.items()):
+        Image.new("RGB", (64, 48), rgb).save(root / f"coco/train2014/COCO_train2014_{i:012d}.jpg")
+        Image.new("RGB", (50, 60), rgb).save(root / f"flickr30k/flickr30k-images/{1000 + i}.jpg")
+        coco.append({"image": f"train2014/COCO_train2014_{i:012d}.jpg", "caption": f"A {name} picture.", "image_id": i})
+        f_train.append({"image": f"flickr30k-images/{1000 + i}.jpg", "caption": f"a photo that is {name}",
+                        "image_id": i})
+        f_test.append({"image": f"flickr30k-images/{1000 + i}.jpg",
+                       "caption": [f"a {name} photo", f"all {name}"]})
+    for fname, ann in (("coco_train.json", coco), ("flickr30k_train.json", f_train), ("flickr30k_test.json", f_test)):
+        (root / "albef_data" / fname).write_text(json.dumps(ann))
+    # the budget: one step of 4 pairs per stage (the paper's batch of 64 would need 64 images per split)
+    monkeypatch.setitem(albef.experiment.ALBEF_PROFILES["paper"], "batch_size", 4)
+    P = config.resolve("01_albef", profile="paper", device="cpu", data_root=str(root), variants=["itc_mlm_itm"],
+                       noisy_variants=[], noise=0.0, epochs=1, finetune_epochs=1, k_test=2, n_test=10)
+    assert P.dataset == "coco_flickr30k" and albef.config_from_params(P).image_size == 224
+    res = albef.run_table1(P, log=None)
+    r = res["runs"][("clean", "itc_mlm_itm")]
+    assert res["data"]["clean"].test.num_images == 4 and 0 <= r["metrics"]["r_mean"] <= 100
+    rec = albef.record_results(P, res, rec=albef.recorder(P))
+    assert (tmp_path / "results" / "01_albef" / "paper.json").is_file()
+    assert "clean_itc_mlm_itm" in {c.id for c in rec.claims}
