@@ -415,13 +415,14 @@ TAKEAWAYS = [
           reproduced="The CNN on raw kinematics beats the classical baseline on hand-crafted motion features of "
                      "the same windows and folds by {diff} points (95% CI {ci}, n = {n} folds): it finds more "
                      "than the motion-economy metrics hold.",
-          not_reproduced="The classical baseline wins: a random forest on a few hand-crafted motion features "
+          not_reproduced="The classical baseline wins: a classifier on a few hand-crafted motion features "
                          "(path length, speed, jerk, idle time, rotation, gripper) of the same windows and folds "
                          "beats the CNN (CNN minus baseline {diff} points, 95% CI {ci}, n = {n} folds). "
                          "The simulator's skill *is* speed, smoothness, tremor and pauses, which those features "
                          "measure directly, while the CNN must learn them from 76 channels of one surgeon's "
-                         "habits; the paper's own Table 2 shows feature methods at 94-100% per trial on JIGSAWS. "
-                         "The scaling probe above shows whether more CNN epochs close the gap.",
+                         "habits; in the paper's own Table 2 S-HMM and the network on entropy features reach "
+                         "94-100% per trial on JIGSAWS. The scaling probe above shows whether more CNN epochs "
+                         "close the gap.",
           inconclusive="CNN vs. the classical baseline on motion features: {diff} points (95% CI {ci}, n = {n} "
                        "folds), within the fold-to-fold noise."),
     Point("knot_tying_hardest",
