@@ -140,7 +140,7 @@ def finetune(model: ALBEF, data: PairData, cfg: ALBEFConfig | None = None, devic
 def pretrain_variant(variant: str, d: ALBEFData, cfg: ALBEFConfig, seed: int = 0, device=None, force: bool = False,
                      log: Callable[[str], Any] | None = print) -> tuple[ALBEF, Any]:
     """Pre-train one Table 1 variant on ``d.pretrain`` (cached, ``train.cached_model``): the
-    stage the course zoo's ``albef_pretrained`` builds ahead of time. Returns the model and its
+    stage the course zoo's ``albef_*`` entries build ahead of time. Returns the model and its
     cache info."""
     device = torch.device(device) if device is not None else config.pick_device("auto")
     vcfg = cfg.variant(variant)
