@@ -141,6 +141,18 @@ def run_features_split(P: Mapping[str, Any], features: np.ndarray, y: np.ndarray
     return float((clf.predict(features[test_idx]) == y[test_idx]).mean())
 
 
+def loso_window_splits(trials, win: WindowSet, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``n_folds`` LOSO folds (:func:`loso_folds`) as (train, test) indices of ``win``."""
+    return [(np.flatnonzero(np.isin(win.trial, a)), np.flatnonzero(np.isin(win.trial, b)))
+            for a, b in loso_folds(trials, 5)[:n_folds]]
+
+
+def split_seeds(P: Mapping[str, Any], n: int) -> list[int]:
+    """The training seed of each of ``n`` splits (fold ``i``: ``P.seed + 17 i``), shared by the CNN
+    and the feature baseline."""
+    return [P["seed"] + 17 * i for i in range(n)]
+
+
 def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Trial]],
                     log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Table 3: every task x window x scheme (LOSO folds pooled; one hold-out split). Each split
@@ -159,13 +171,10 @@ def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Tr
             for scheme in names(P["schemes"]):
                 t0 = time.perf_counter()
                 if scheme == "loso":
-                    splits = []
-                    for k, (tr_t, te_t) in enumerate(loso_folds(trials, 5)[:P["folds"]]):
-                        splits.append((np.flatnonzero(np.isin(win.trial, tr_t)),
-                                       np.flatnonzero(np.isin(win.trial, te_t))))
+                    splits = loso_window_splits(trials, win, P["folds"])
                 else:
                     splits = [holdout_split(win.y, P["holdout_fraction"], seed=P["seed"])]
-                seeds = [P["seed"] + 17 * i for i in range(len(splits))]
+                seeds = split_seeds(P, len(splits))
                 results = [run_split(P, win, a, b, seed=s, device=device) for s, (a, b) in zip(seeds, splits)]
                 if feats is not None:
                     feature_acc[(task, scheme, W)] = [run_features_split(P, feats, win.y, a, b, seed=s)
@@ -211,8 +220,7 @@ def run_experiments(P: Mapping[str, Any], data: Mapping[str, Sequence[jigsaws.Tr
     frame = pd.DataFrame(rows).set_index(["task", "scheme", "W"])
     return {"frame": frame, "confusion": confusion, "per_trial": per_trial,
             "trial_windows": trial_windows, "fold_acc": fold_acc,
-            "feature_acc": feature_acc, "fold_seeds": {k: [P["seed"] + 17 * i for i in range(len(v))]
-                                                       for k, v in fold_acc.items()},
+            "feature_acc": feature_acc, "fold_seeds": {k: split_seeds(P, len(v)) for k, v in fold_acc.items()},
             "seconds": time.perf_counter() - t_start, "tasks": names(P["tasks"]), "baseline": P["baseline"],
             "windows": names(P["windows"]), "schemes": names(P["schemes"])}
 
@@ -243,11 +251,9 @@ def scaling_probe(P: Mapping[str, Any], claim: str, factors=(1, 2, 4), log=print
     for task in tasks:
         trials = list(data[task])
         win = make_windows(trials, w, P["step"])
-        folds = [(np.flatnonzero(np.isin(win.trial, a)), np.flatnonzero(np.isin(win.trial, b)))
-                 for a, b in loso_folds(trials, 5)[:P["folds"]]]
-        splits[task] = (win, folds)
+        splits[task] = (win, loso_window_splits(trials, win, P["folds"]))
         feats[task] = motion_features(win.x)
-    seeds = [P["seed"] + 17 * i for i in range(P["folds"])]
+    seeds = split_seeds(P, P["folds"])
     baseline = []
     for i, s in enumerate(seeds):
         t0 = time.perf_counter()
