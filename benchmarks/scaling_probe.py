@@ -25,7 +25,8 @@ from course_lib.results import scaling  # noqa: E402
 
 PACKAGES = {"02_usi": "usi", "03_deit": "deit", "04_convnext": "convnext", "09_minivit": "minivit",
             "05_clear": "clear", "06_dino": "dino", "11_stego": "stego", "12_surgical_cnn": "surgical_cnn",
-            "10_copy_paste": "copy_paste", "01_albef": "albef"}
+            "10_copy_paste": "copy_paste", "01_albef": "albef", "07_vitdet": "vitdet",
+            "08_frozen_backbones": "frozen_backbones"}
 
 
 def main(argv=None) -> int:

@@ -205,28 +205,71 @@ def test_backbone_accepts_other_input_sizes():
     assert sizes == [(48, 32), (24, 16), (12, 8), (6, 4)]
 
 
-def test_claims_are_made_on_box_and_on_mask_ap():
-    from types import SimpleNamespace as NS
+def _fake_runs(box: dict[str, list[float]], masks: bool):
+    from course_lib.papers.vitdet.experiment import Run, Variant
 
+    out = {}
+    for n, vals in box.items():
+        per = [{"bbox_AP": b, **({"segm_AP": b + 1} if masks else {})} for b in vals]
+        mean = {k: sum(p[k] for p in per) / len(per) for k in per[0]}
+        out[n] = Run(n, Variant(), mean, 0.8, 0.1, 1.0, False, None, per, list(range(len(vals))))
+    return out
+
+
+def test_one_seed_claims_on_box_and_mask_ap_stay_undecided():
     from course_lib import config
 
     P = config.resolve("07_vitdet", "smoke")
-    box = {"default": 6.0, "no_pyramid": 2.0, "fpn_lastmap": 3.0, "fpn_4stage": 3.5, "prop_none": 5.9,
-           "prop_conv": 5.0, "pre_none": 4.0, "pre_supervised": 6.5}
+    box = {"default": [6.0], "no_pyramid": [2.0], "fpn_lastmap": [3.0], "fpn_4stage": [3.5], "prop_none": [5.9],
+           "prop_conv": [5.0], "pre_none": [4.0], "pre_supervised": [6.5]}
     for masks in (True, False):
-        runs = {n: NS(ap={"bbox_AP": b, **({"segm_AP": b + 1} if masks else {})}) for n, b in box.items()}
         rec = vd.recorder(P)
         rec.save = lambda *a, **k: None
-        vd.record_results(P, {"runs": runs}, rec)
+        vd.record_results(P, {"runs": _fake_runs(box, masks)}, rec)
         c = {x.id: x for x in rec.claims}
-        assert len(c) == (20 if masks else 10)
-        assert c["t1_sfp"].ours == 6.0 and c["t1_sfp"].paper == vd.PAPER["table1_vit_b"]["sfp"][0]
+        assert set(vd.HEADLINE) <= set(c) and all(c[h].headline for h in vd.HEADLINE)
+        h = c["vitdet_simple_pyramid_beats_none"]
+        assert h.ours == 6.0 and h.paper == vd.PAPER["table1_vit_b"]["sfp"][0] and h.verdict == "inconclusive"
+        assert ("vitdet_simple_pyramid_beats_none_mask" in c) == masks
         if masks:
-            m = c["t1_sfp_mask"]
-            assert m.ours == 7.0 and m.paper == vd.PAPER["table1_vit_b"]["sfp"][1]
+            m = c["vitdet_simple_pyramid_beats_none_mask"]
+            assert m.ours == 7.0 and m.paper == vd.PAPER["table1_vit_b"]["sfp"][1] and not m.headline
             # one run per arm: a claim, never decided (scoreboard v2 needs 3 paired seeds)
-            assert m.kind == "claim" and m.verdict == "inconclusive" and "one run" in m.evidence
-            assert c["t4_mae_vs_supervised_mask"].verdict == "inconclusive"
+            assert m.kind == "claim" and m.verdict == "inconclusive"
+
+
+def test_headline_claims_pair_the_rows_seed_by_seed():
+    """Three paired seeds: each headline claim is judged on the per-seed differences with its
+    reference row; "matches FPN" is a one-sided tolerance against the stronger FPN variant."""
+    from course_lib import config
+
+    P = config.resolve("07_vitdet", "study")
+    assert P.seeds == 3 and set(P.rows) == set(vd.STUDY_ROWS) and not P.masks
+    box = {"default": [6.0, 3.0, 5.0], "no_pyramid": [4.0, 1.1, 2.9],       # +2.0 / +1.9 / +2.1: reproduced
+           "fpn_lastmap": [6.2, 3.1, 5.3], "fpn_4stage": [5.0, 2.0, 4.0],   # SFP - last-map -0.2 / -0.1 / -0.3
+           "prop_none": [6.5, 1.0, 5.5],                                     # -0.5 / +2.0 / -0.5: undecided
+           "pre_supervised": [7.0, 4.1, 5.9]}                                # -1.0 / -1.1 / -0.9: not reproduced
+    rec = vd.recorder(P)
+    rec.save = lambda *a, **k: None
+    vd.record_results(P, {"runs": _fake_runs(box, masks=False)}, rec)
+    c = {x.id: x for x in rec.claims}
+    assert c["vitdet_simple_pyramid_beats_none"].verdict == "reproduced"
+    assert "paired" in c["vitdet_simple_pyramid_beats_none"].evidence
+    match = c["vitdet_simple_pyramid_matches_fpn"]
+    assert "fpn_lastmap" in match.claim and match.verdict == "reproduced"
+    assert c["vitdet_propagation_helps"].verdict == "inconclusive"
+    assert c["vitdet_mae_beats_supervised"].verdict == "not reproduced"
+    assert c["box_no_pyramid"].kind == "check" and c["box_no_pyramid"].runs == box["no_pyramid"]
+    assert not any(k.endswith("_mask") for k in c)
+
+
+def test_rows_parameter_names_the_allowed_rows():
+    from course_lib import config
+
+    with pytest.raises(config.ParameterError, match="fpn_lastmap"):
+        config.resolve("07_vitdet", "smoke", rows=("default", "fpn"))
+    P = config.resolve("07_vitdet", "smoke", rows=("default", "prop_none"))
+    assert list(vd.variants(P)) == ["default", "prop_none"]
 
 
 def test_detector_training_follows_the_notebook_seed(monkeypatch):

@@ -53,17 +53,21 @@ Where things live:
     the paper profile, :func:`detection_data`, :func:`run_experiments` (cache keys),
     :func:`count_parameters`, :func:`training_memory`, :func:`tables` and :func:`record_results`;
 ``figures.py``
-    :func:`per_class_frame`, the data of the "AP by class frequency" plot and the widget.
+    :func:`per_class_frame`, the data of the "AP by class frequency" plot and the widget;
+``probes.py``
+    :data:`PROBES`, :func:`scaling_probe`: two-arm headline claims at 1x / 2x / 4x detection epochs.
 """
 from __future__ import annotations
 
-from course_lib.papers.frozen_backbones import experiment, figures, method
+from course_lib.papers.frozen_backbones import experiment, figures, method, probes
 from course_lib.papers.frozen_backbones.experiment import (
-    NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_SEED_MARGIN, TITLE, DetData, Run, TimmResNetBody,
+    HEADLINE, MATCH_TOLERANCE, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_SEED_MARGIN, TITLE, DetData, Run,
+    TimmResNetBody,
     count_parameters, detection_data, grid, load_timm_body, parameter_table, pretrain_body,
-    pretrain_worlds, record_results, recorder, run_experiments, tables, training_memory,
+    pretrain_worlds, record_results, recorder, run_experiments, tables, train_cell, training_memory,
 )
 from course_lib.papers.frozen_backbones.figures import TAKEAWAYS, per_class_frame
+from course_lib.papers.frozen_backbones.probes import PROBES, scaling_probe
 from course_lib.papers.frozen_backbones.method import (
     CAPACITIES, STRATEGIES, STRATEGY_HELP, DetectionBackbone, Neck, PyramidCell, ResidualAdapter,
     build_backbone, build_strategy_detector, freeze_, reinitialize_,
@@ -75,5 +79,6 @@ __all__ = [
     "freeze_", "reinitialize_", "build_backbone", "build_strategy_detector", "count_parameters",
     "parameter_table", "training_memory", "pretrain_worlds", "detection_data", "pretrain_body",
     "load_timm_body", "grid", "Run", "DetData", "run_experiments", "tables", "per_class_frame", "recorder",
-    "record_results", "TAKEAWAYS", "method", "experiment", "figures",
+    "record_results", "TAKEAWAYS", "HEADLINE", "MATCH_TOLERANCE", "PROBES", "scaling_probe", "train_cell",
+    "method", "experiment", "figures", "probes",
 ]

@@ -59,19 +59,22 @@ Where things live:
     AP come from the shared ``course_lib.detection``), :func:`run_experiments`, :func:`tables`,
     :func:`record_results`, and the size / FLOPs table (:func:`complexity`, :func:`size_table`);
 ``figures.py``
-    :func:`query_attention` and :func:`plot_query_attention` (window vs. global attention).
+    :func:`query_attention` and :func:`plot_query_attention` (window vs. global attention);
+``probes.py``
+    :data:`PROBES`, :func:`scaling_probe`: the headline claims at 1x / 2x / 4x detection epochs.
 """
 from __future__ import annotations
 
-from course_lib.papers.vitdet import experiment, figures, method, pretraining
+from course_lib.papers.vitdet import experiment, figures, method, pretraining, probes
 from course_lib.papers.vitdet.experiment import (
-    CODE_VERSION, NOTEBOOK, PAPER, PAPER_URL, PARAMS, SINGLE_RUN_MARGIN, STUDY_ARCH, TAKEAWAYS, TITLE,
-    VIT_B_ARCH,
+    CODE_VERSION, HEADLINE, MATCH_TOLERANCE, NOTEBOOK, PAPER, PAPER_URL, PARAMS, ROWS, SINGLE_RUN_MARGIN,
+    STUDY_ARCH, STUDY_ROWS, TABLE_ROWS, TAKEAWAYS, TITLE, VIT_B_ARCH,
     Data, Run, Variant, anchor_sizes, build_detector, build_variant, complexity, load_data, pretrain_vit,
     record_results, recorder, run_experiments, size_table, tables, train_detector, train_mae,
     train_supervised, variants, vit_kwargs,
 )
 from course_lib.papers.vitdet.figures import plot_query_attention, query_attention
+from course_lib.papers.vitdet.probes import PROBES, scaling_probe
 from course_lib.papers.vitdet.method import (
     PYRAMIDS, ConvPropagation, FPNPyramid, SimpleFeaturePyramid, SingleScale, ViTDetBackbone, ViTDetBlock,
     WindowAttention, add_decomposed_rel_pos, build_backbone, evenly_spaced_blocks, resize_pos_embed,
@@ -81,7 +84,7 @@ from course_lib.papers.vitdet.pretraining import MaskedAutoencoder, mae_loss, pa
 
 __all__ = [
     "NOTEBOOK", "TITLE", "PAPER_URL", "CODE_VERSION", "PARAMS", "PAPER", "PYRAMIDS", "SINGLE_RUN_MARGIN",
-    "STUDY_ARCH", "VIT_B_ARCH",
+    "STUDY_ARCH", "VIT_B_ARCH", "ROWS", "STUDY_ROWS", "TABLE_ROWS", "HEADLINE", "MATCH_TOLERANCE",
     # method
     "window_partition", "window_unpartition", "evenly_spaced_blocks", "resize_pos_embed",
     "add_decomposed_rel_pos", "WindowAttention", "ConvPropagation", "ViTDetBlock", "ViTDetBackbone",
@@ -94,5 +97,7 @@ __all__ = [
     "recorder", "record_results", "TAKEAWAYS", "complexity", "size_table",
     # figures
     "query_attention", "plot_query_attention",
+    # scaling probes of the headline claims
+    "PROBES", "scaling_probe", "probes",
     "method", "pretraining", "experiment", "figures",
 ]
