@@ -106,7 +106,7 @@ ENTRIES: tuple[Entry, ...] = (
           quality=(("first_loss", "final_loss", 0.0),)),
     Entry("frozen_body", "the classification trunk notebook 08 freezes or fine-tunes", "08_frozen_backbones",
           ("08_frozen_backbones",), "the sibling classification world (balanced upstream task)",
-          "cross-entropy, label smoothing 0.1", {"smoke": 5, "study": 45},
+          "cross-entropy, label smoothing 0.1", {"smoke": 5, "study": 300},
           "course_lib.papers.frozen_backbones.pretrained:build_body",
           figures={"val_top1": "top-1 (%) on the upstream val split", "chance": "chance level (%)"},
           quality=(("val_top1", "chance", 10.0),)),
