@@ -31,8 +31,9 @@ fine-tunes a 224 px model at 1024 px.
 Scale. The paper: ViT-B/L (86M/307M), 1024 px COCO, patch 16 (a 64x64 grid), window 14 (= the
 224 px pretraining grid), 100 epochs. Ours (``benchmarks/calibrate_vitdet.py``): a 4-block ViT of
 width 128 pretrained at 32 px and fine-tuned at 64 px on the course's detection world with patch
-8, i.e. a 4x4 pretraining grid and an 8x8 detection grid, window 4 (= the pretraining grid, as in
-the paper), global propagation in blocks 1 and 3 (the last block of each of 2 subsets, the
+8, i.e. a 4x4 pretraining grid and an 8x8 detection grid, window 2 (a window sees 1/16 of the
+image, as the paper's 14x14 windows see 1/21 of its 64x64 grid; window 4 = the pretraining grid
+would see a quarter, and propagation would have little to carry), global propagation in blocks 1 and 3 (the last block of each of 2 subsets, the
 paper's "evenly spread" rule). The pyramid levels then have strides 2, 4, 8, 16 pixels.
 
 Where we differ from the official code (detectron2 ``modeling/backbone/vit.py``,
