@@ -258,3 +258,8 @@ def test_headline_claims_pair_cells_seed_by_seed():
     assert c["frozen_helps_rare_most"].verdict == "reproduced"         # rare +6/+7/+8 vs frequent -4/-5/-6
     assert c["frozen_adapters_help"].verdict == "not reproduced"       # -0.5 on every seed
     assert c["box_frozen_low"].kind == "check" and len(c["box_frozen_low"].runs) == 3
+    # no scratch cells: no "fine-tuning beats scratch" claim, only the reference row
+    assert "finetune_high" not in c and c["box_finetune_high"].kind == "check"
+    from course_lib.results import takeaways
+    text = str(takeaways(rec, fb.TAKEAWAYS))
+    assert "frozen_capacity_helps" in text and "AP box AP" not in text and "pp box AP" not in text

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from course_lib.papers.frozen_backbones.experiment import _mean
+from course_lib.papers.frozen_backbones.experiment import MATCH_TOLERANCE, _mean
 from course_lib.results.takeaways import Point
 
 __all__ = ["per_class_frame", "TAKEAWAYS"]
@@ -35,24 +35,24 @@ _NOT_A_VERDICT = "95% CI {ci}, n = {n} paired seed(s): not a verdict (fewer than
 TAKEAWAYS = [
     Point("frozen_high_beats_finetune",
           reproduced="The paper's main result holds at our scale: with high-capacity components after it, the "
-                     "frozen backbone matches or beats fine-tuning (frozen − fine-tuned {diff} box AP, 95% CI {ci} "
-                     "above the tolerance of −1; n = {n} paired seeds).",
+                     "frozen backbone matches or beats fine-tuning (frozen − fine-tuned {diff}, 95% CI {ci} "
+                     f"above the tolerance of −{MATCH_TOLERANCE:g} AP; n = {{n}} paired seeds).",
           not_reproduced="With high capacity after the backbone, fine-tuning still beats the frozen backbone by more "
-                         "than the tolerance (frozen − fine-tuned {diff} box AP, 95% CI {ci}): the detection data "
+                         "than the tolerance (frozen − fine-tuned {diff}, 95% CI {ci}): the detection data "
                          "still teach the backbone more than the upstream task did.",
-          inconclusive="Frozen − fine-tuned at high capacity: {diff} box AP, 95% CI {ci} (n = {n}): the interval "
-                       "reaches below the tolerance of −1 AP, so \"matches or beats\" is not shown."),
+          inconclusive="Frozen − fine-tuned at high capacity: {diff}, 95% CI {ci}, n = {n} paired seed(s): "
+                       f"\"matches or beats\" needs the interval above −{MATCH_TOLERANCE:g} AP and 3 seeds."),
     Point("frozen_capacity_helps",
           reproduced="With the backbone frozen, capacity after it pays, as in Tables 1 and 3: high beats low "
-                     "capacity by {diff} box AP (95% CI {ci}, n = {n} paired seeds).",
+                     "capacity by {diff} (95% CI {ci}, n = {n} paired seeds).",
           not_reproduced="With the backbone frozen, high capacity after it does not beat low capacity here ({diff} "
                          "box AP, 95% CI {ci}).",
-          inconclusive="Frozen backbone, high vs. low capacity after it: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          inconclusive="Frozen backbone, high vs. low capacity after it: {diff}, " + _NOT_A_VERDICT + "."),
     Point("frozen_low",
-          reproduced="With a thin FPN, freezing hurts, as in Table 1: it costs {diff} box AP against "
+          reproduced="With a thin FPN, freezing hurts, as in Table 1: it costs {diff} against "
                      "fine-tuning (paper: 42.1 vs. 48.6).",
-          not_reproduced="With a thin FPN, freezing did not hurt here ({diff} box AP in the paper's direction).",
-          inconclusive="With a thin FPN, freezing costs {diff} box AP against fine-tuning (paper: 6.5 mAP), "
+          not_reproduced="With a thin FPN, freezing did not hurt here ({diff} in the paper's direction).",
+          inconclusive="With a thin FPN, freezing costs {diff} against fine-tuning (paper: 6.5 mAP), "
                        + _NOT_A_VERDICT + "."),
     Point("capacity_gain",
           reproduced="More capacity after the backbone shrinks the penalty of freezing, Table 3's trend: the "
@@ -63,12 +63,12 @@ TAKEAWAYS = [
           inconclusive="From low to high capacity the frozen − fine-tuned gap moves by {diff} (at high capacity "
                        "{ours}; paper {paper}), " + _NOT_A_VERDICT + "."),
     Point("finetune_high",
-          reproduced="Classification pre-training helps: fine-tuned beats training from scratch ({diff} box AP).",
-          not_reproduced="Classification pre-training did not beat training from scratch here ({diff} box AP).",
-          inconclusive="Fine-tuned vs. from scratch (high capacity): {diff} box AP, " + _NOT_A_VERDICT + "."),
+          reproduced="Classification pre-training helps: fine-tuned beats training from scratch ({diff}).",
+          not_reproduced="Classification pre-training did not beat training from scratch here ({diff}).",
+          inconclusive="Fine-tuned vs. from scratch (high capacity): {diff}, " + _NOT_A_VERDICT + "."),
     Point("frozen_helps_rare_most",
           reproduced="Table 5's ordering holds: freezing serves the rare classes best (the frozen − fine-tuned gain "
-                     "on rare classes is {diff} box AP above that on frequent classes, 95% CI {ci}, n = {n}; paper "
+                     "on rare classes is {diff} above that on frequent classes, 95% CI {ci}, n = {n}; paper "
                      "+2.9 rare vs. +0.1 frequent).",
           not_reproduced="Freezing does not favour the rare classes here (rare minus frequent gain {diff}, 95% CI "
                          "{ci}).",
@@ -76,10 +76,10 @@ TAKEAWAYS = [
                        "{ours}, {diff} relative to the frequent classes (paper: +2.9 rare vs. +0.1 frequent), "
                        + _NOT_A_VERDICT + "."),
     Point("frozen_adapters_help",
-          reproduced="Residual adapters improve the frozen backbone ({diff} box AP, 95% CI {ci}, n = {n}), as in "
+          reproduced="Residual adapters improve the frozen backbone ({diff}, 95% CI {ci}, n = {n}), as in "
                      "Table 7.",
-          not_reproduced="Residual adapters do not improve the frozen backbone here ({diff} box AP, 95% CI {ci}).",
-          inconclusive="Residual adapters on the frozen backbone: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          not_reproduced="Residual adapters do not improve the frozen backbone here ({diff}, 95% CI {ci}).",
+          inconclusive="Residual adapters on the frozen backbone: {diff}, " + _NOT_A_VERDICT + "."),
     Point("frozen_high_mask",
           reproduced="On mask AP too the frozen backbone beats fine-tuning at high capacity ({diff}).",
           not_reproduced="On mask AP fine-tuning stays ahead at high capacity ({diff} in the paper's direction).",

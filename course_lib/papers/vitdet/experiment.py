@@ -617,52 +617,52 @@ _NOT_A_VERDICT = "95% CI {ci}, n = {n} paired seed(s): not a verdict (fewer than
 TAKEAWAYS = [
     Point("vitdet_simple_pyramid_beats_none",
           reproduced="Table 1's main point holds: the simple feature pyramid, built from the last map alone, "
-                     "beats the single-scale detector ({diff} box AP, 95% CI {ci}, n = {n} paired seeds).",
-          not_reproduced="The simple feature pyramid does not beat the single-scale detector here ({diff} box AP, "
+                     "beats the single-scale detector ({diff}, 95% CI {ci}, n = {n} paired seeds).",
+          not_reproduced="The simple feature pyramid does not beat the single-scale detector here ({diff}, "
                          "95% CI {ci}, n = {n}).",
-          inconclusive="Simple feature pyramid vs. no pyramid: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          inconclusive="Simple feature pyramid vs. no pyramid: {diff}, " + _NOT_A_VERDICT + "."),
     Point("vitdet_simple_pyramid_beats_none_mask",
           reproduced="On mask AP too the simple pyramid beats no pyramid ({diff}).",
           not_reproduced="On mask AP the simple pyramid does not beat no pyramid ({diff}).",
           inconclusive="The same comparison on mask AP: {diff}, " + _NOT_A_VERDICT + "."),
     Point("vitdet_simple_pyramid_matches_fpn",
           reproduced="No top-down path needed: the simple pyramid is at least as good as the stronger FPN variant "
-                     "(SFP − FPN {diff} box AP, 95% CI {ci} above the tolerance of −1).",
+                     f"(SFP − FPN {{diff}}, 95% CI {{ci}} above the tolerance of −{MATCH_TOLERANCE:g} AP).",
           not_reproduced="Here the stronger FPN variant beats the simple pyramid by more than the tolerance "
-                         "(SFP − FPN {diff} box AP, 95% CI {ci}).",
-          inconclusive="SFP − the stronger FPN variant: {diff} box AP, 95% CI {ci} (n = {n}): the interval reaches "
-                       "below the tolerance of −1 AP, so \"at least as good\" is not shown."),
+                         "(SFP − FPN {diff}, 95% CI {ci}).",
+          inconclusive="SFP − the stronger FPN variant: {diff}, 95% CI {ci}, n = {n} paired seed(s): \"at least as "
+                       f"good\" needs the interval above −{MATCH_TOLERANCE:g} AP and 3 seeds."),
     Point("t1_fpn_4stage",
-          reproduced="FPN on 4 artificial stages beats no pyramid as well ({diff} box AP).",
-          not_reproduced="FPN on 4 artificial stages does not beat no pyramid ({diff} box AP).",
-          inconclusive="FPN on 4 artificial stages vs. no pyramid: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          reproduced="FPN on 4 artificial stages beats no pyramid as well ({diff}).",
+          not_reproduced="FPN on 4 artificial stages does not beat no pyramid ({diff}).",
+          inconclusive="FPN on 4 artificial stages vs. no pyramid: {diff}, " + _NOT_A_VERDICT + "."),
     Point("t1_fpn_lastmap",
-          reproduced="FPN from the last map beats no pyramid as well ({diff} box AP).",
-          not_reproduced="FPN from the last map does not beat no pyramid ({diff} box AP).",
-          inconclusive="FPN from the last map vs. no pyramid: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          reproduced="FPN from the last map beats no pyramid as well ({diff}).",
+          not_reproduced="FPN from the last map does not beat no pyramid ({diff}).",
+          inconclusive="FPN from the last map vs. no pyramid: {diff}, " + _NOT_A_VERDICT + "."),
     Point("vitdet_propagation_helps",
           reproduced="Table 2: global propagation blocks recover what window attention alone loses ({diff} "
                      "box AP, 95% CI {ci}, n = {n}).",
-          not_reproduced="Global propagation blocks do not beat window attention alone here ({diff} box AP, "
+          not_reproduced="Global propagation blocks do not beat window attention alone here ({diff}, "
                          "95% CI {ci}).",
-          inconclusive="Global propagation blocks vs. window attention only: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          inconclusive="Global propagation blocks vs. window attention only: {diff}, " + _NOT_A_VERDICT + "."),
     Point("t2_conv",
-          reproduced="Convolutional propagation blocks also beat window attention alone ({diff} box AP).",
-          not_reproduced="Convolutional propagation blocks do not beat window attention alone here ({diff} box AP).",
-          inconclusive="Conv propagation blocks vs. window attention only: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          reproduced="Convolutional propagation blocks also beat window attention alone ({diff}).",
+          not_reproduced="Convolutional propagation blocks do not beat window attention alone here ({diff}).",
+          inconclusive="Conv propagation blocks vs. window attention only: {diff}, " + _NOT_A_VERDICT + "."),
     Point("vitdet_mae_beats_supervised",
-          reproduced="Table 4's strongest point holds: MAE pretraining beats supervised pretraining ({diff} box AP, "
+          reproduced="Table 4's strongest point holds: MAE pretraining beats supervised pretraining ({diff}, "
                      "95% CI {ci}, n = {n}).",
-          not_reproduced="Supervised pretraining beats MAE here ({diff} box AP in the paper's direction, 95% CI "
+          not_reproduced="Supervised pretraining beats MAE here ({diff} in the paper's direction, 95% CI "
                          "{ci}): our labelled shapes are the same kinds of shapes the detector looks for, and our "
                          "MAE is short.",
-          inconclusive="MAE vs. supervised pretraining: {diff} box AP, " + _NOT_A_VERDICT + ". Our labelled shapes "
+          inconclusive="MAE vs. supervised pretraining: {diff}, " + _NOT_A_VERDICT + ". Our labelled shapes "
                        "are the same kinds of shapes the detector looks for, and our MAE is short."),
     Point("t4_mae",
-          reproduced="MAE pretraining beats random initialisation ({diff} box AP).",
-          not_reproduced="MAE pretraining does not beat random initialisation here ({diff} box AP): our MAE "
+          reproduced="MAE pretraining beats random initialisation ({diff}).",
+          not_reproduced="MAE pretraining does not beat random initialisation here ({diff}): our MAE "
                          "is short (`mae_epochs` epochs on 32 px shapes; the MAE paper trains 800–1600).",
-          inconclusive="MAE vs. random initialisation: {diff} box AP, " + _NOT_A_VERDICT + "."),
+          inconclusive="MAE vs. random initialisation: {diff}, " + _NOT_A_VERDICT + "."),
     Point("t4_supervised_no_gain",
           reproduced="Supervised pretraining is no better than random initialisation by more than the margin "
                      "(supervised − random = {ours} box AP; paper {paper}).",
