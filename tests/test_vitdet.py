@@ -261,6 +261,10 @@ def test_headline_claims_pair_the_rows_seed_by_seed():
     assert c["vitdet_mae_beats_supervised"].verdict == "not reproduced"
     assert c["box_no_pyramid"].kind == "check" and c["box_no_pyramid"].runs == box["no_pyramid"]
     assert not any(k.endswith("_mask") for k in c)
+    from course_lib.results import takeaways
+
+    text = str(takeaways(rec, vd.TAKEAWAYS))
+    assert "vitdet_propagation_helps" in text and "AP box AP" not in text
 
 
 def test_rows_parameter_names_the_allowed_rows():

@@ -45,8 +45,8 @@ TAKEAWAYS = [
     Point("frozen_capacity_helps",
           reproduced="With the backbone frozen, capacity after it pays, as in Tables 1 and 3: high beats low "
                      "capacity by {diff} (95% CI {ci}, n = {n} paired seeds).",
-          not_reproduced="With the backbone frozen, high capacity after it does not beat low capacity here ({diff} "
-                         "box AP, 95% CI {ci}).",
+          not_reproduced="With the backbone frozen, high capacity after it does not beat low capacity here ({diff}, "
+                         "95% CI {ci}).",
           inconclusive="Frozen backbone, high vs. low capacity after it: {diff}, " + _NOT_A_VERDICT + "."),
     Point("frozen_low",
           reproduced="With a thin FPN, freezing hurts, as in Table 1: it costs {diff} against "

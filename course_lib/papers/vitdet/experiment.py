@@ -641,8 +641,8 @@ TAKEAWAYS = [
           not_reproduced="FPN from the last map does not beat no pyramid ({diff}).",
           inconclusive="FPN from the last map vs. no pyramid: {diff}, " + _NOT_A_VERDICT + "."),
     Point("vitdet_propagation_helps",
-          reproduced="Table 2: global propagation blocks recover what window attention alone loses ({diff} "
-                     "box AP, 95% CI {ci}, n = {n}).",
+          reproduced="Table 2: global propagation blocks recover what window attention alone loses ({diff}, "
+                     "95% CI {ci}, n = {n}).",
           not_reproduced="Global propagation blocks do not beat window attention alone here ({diff}, "
                          "95% CI {ci}).",
           inconclusive="Global propagation blocks vs. window attention only: {diff}, " + _NOT_A_VERDICT + "."),
