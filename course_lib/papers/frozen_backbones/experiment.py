@@ -5,7 +5,6 @@ parameters and training memory, the tables and the "paper vs. ours" recorder.
 """
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -540,7 +539,6 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
     rec = rec if rec is not None else recorder(P)
     box = lambda s, c: [_ap()(r) for r in runs[(s, c)]]  # noqa: E731
     has = lambda s, c: (s, c) in runs  # noqa: E731
-    mean_box = lambda s, c: float(np.mean(box(s, c)))  # noqa: E731
     t1, fpn, top = PAPER["table1"], "R101 + FPN", "R101 + NAS-FPN + Cascade"
     learns = AtLeast(1.0)  # a detector that learnt anything has box AP well above 1
 
