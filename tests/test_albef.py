@@ -500,13 +500,13 @@ def test_scaling_probe_trains_both_rows_at_each_budget(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
     P = config.resolve("01_albef", profile="smoke", device="cpu", seeds=1, n_test=16)
-    assert set(albef.PROBES) == {"albef_hard_negatives_help", "albef_mod_helps", "albef_mod_helps_noisy"}
+    assert set(albef.PROBES) == {h[0] for h in albef.HEADLINE}
     out = albef.scaling_probe(P, "albef_mod_helps_noisy", factors=(1, 2), log=None)
     assert [(r["factor"], r["budget"], r["arm"]) for r in out["rows"]] == [
         (1, P.epochs, "ours"), (1, P.epochs, "baseline"), (2, 2 * P.epochs, "ours"), (2, 2 * P.epochs, "baseline")]
     assert all(0 <= r["value"] <= 100 for r in out["rows"]) and "noisy" in out["arms"]["ours"]
     with pytest.raises(ValueError, match="albef_hard_negatives_help"):
-        albef.scaling_probe(P, "albef_itc_helps")
+        albef.scaling_probe(P, "albef_itm_helps")
 
 
 @pytest.mark.slow  # a ViT-S/16 at 224 px with 6 + 6 text layers: about a minute on 2 CPU cores
