@@ -163,7 +163,7 @@ def _value(text: str):
 
 def _kd_teacher(P, d, convnet_epochs: int):
     """A ViT teacher trained with DeiT's hard distillation from a small convnet (probe only)."""
-    from course_lib import config, train
+    from course_lib import classification, config, train
     from course_lib.papers import deit
 
     Q = config.Params({**P, "teacher_arch": "small_resnet", "teacher_epochs": convnet_epochs, "teacher_lr": 3e-3,
@@ -174,18 +174,15 @@ def _kd_teacher(P, d, convnet_epochs: int):
           f"({cinfo.train_seconds:.0f}s)", flush=True)
     cfg = mvx._train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
     crit = deit.DistillationLoss(nn.CrossEntropyLoss(label_smoothing=0.1), conv.eval(), "hard", 0.5)
-
-    def fit(model):
-        config.seed_everything(0)
-        tl, vl = mvx._loaders(P, d, 0)
-        return train.fit(model, tl, cfg, criterion=crit, eval_loader=vl, device=P.torch_device)
-
-    def build():
-        config.seed_everything(0)
-        return mv.build_teacher(P, d.num_classes).to(P.torch_device)
-
-    return train.cached_model(f"minivit-teacher-kd-{P.teacher}", mvx._teacher_key(P, d), build, fit,
-                              force=P.retrain)
+    # cached as the plain teacher is, plus the convnet it distils from (by its weights); the
+    # students key on their teacher's weights, so they never mix with the plain teacher's
+    return classification.train_cached(
+        f"minivit-teacher-kd-{P.teacher}", d, cfg, lambda: mv.build_teacher(P, d.num_classes),
+        batch_size=P.batch_size, device=P.torch_device, seed=0, criterion=crit,
+        model={"teacher": P.teacher, "stem": P.teacher_stem, "patch_size": P.get("patch_size", 0)},
+        loss={"kind": "hard_distillation", "alpha": 0.5, "label_smoothing": 0.1,
+              "teacher": train.weights_digest(conv)},
+        code=mvx.CODE_VERSION, force=P.retrain)
 
 
 def train_main(argv) -> int:
@@ -234,11 +231,7 @@ def train_main(argv) -> int:
                **(extra or {})}
         print("RESULT " + json.dumps(row), flush=True)
 
-    if a.kd_teacher:
-        # distilled students must not share cache entries with students of the plain teacher
-        plain_key = mvx._teacher_key
-        mvx._teacher_key = lambda P, d: {**plain_key(P, d), "kd_from": "small_resnet",
-                                         "kd_epochs": a.kd_teacher}
+    if a.kd_teacher:  # students are cached by their teacher's weights: no mix with the plain teacher's
         teacher, tinfo = _kd_teacher(P, d, a.kd_teacher)
     else:
         teacher, tinfo = mv.train_teacher(P, d)
