@@ -300,4 +300,27 @@ def test_scaling_probe_pairs_the_claims_arms(tmp_path, monkeypatch):
         (1, "ours", P.seed), (1, "baseline", P.seed), (2, "ours", P.seed), (2, "baseline", P.seed)]
     assert "Copy-Paste" in out["arms"]["ours"] and "Copy-Paste" not in out["arms"]["baseline"]
     with pytest.raises(ValueError, match="cp_lsj_beats_ssj"):
-        cp.scaling_probe(P, "cp_gain_largest_low_data")
+        cp.scaling_probe(P, "cp_box_AP")
+
+
+def test_scaling_probe_of_the_gain_claim_pairs_two_gains(tmp_path, monkeypatch):
+    """cp_gain_largest_low_data: each arm is LSJ + Copy-Paste minus LSJ of one seed at one fraction,
+    from the same cached detectors a record trains."""
+    from course_lib import config
+    from course_lib.papers.copy_paste import experiment as cpx
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    P = config.resolve("10_copy_paste", profile="smoke", device="cpu", steps=1, train_images=16, eval_images=4)
+    out = cp.scaling_probe(P, "cp_gain_largest_low_data", factors=(1,), log=None)
+    (ours,), (base,) = ([r for r in out["rows"] if r["arm"] == a] for a in ("ours", "baseline"))
+    d, g = cp.load_data(P), cpx._grid_specs(P)
+    lo, hi = sorted(P.fractions)[0], sorted(P.fractions)[-1]
+
+    def box(aug, f):
+        return cp.train_run(P, d, g[(aug, f)], P.seed, log=None)[0].metrics["box_AP"]
+
+    assert ours["value"] == pytest.approx(box("lsj_cp", lo) - box("lsj", lo))
+    assert base["value"] == pytest.approx(box("lsj_cp", hi) - box("lsj", hi))
+    assert "25%" in out["arms"]["ours"] and "100%" in out["arms"]["baseline"]
+    assert set(cp.PROBES) == {"cp_helps_low_data", "cp_gain_largest_low_data", "cp_lsj_beats_ssj"}
