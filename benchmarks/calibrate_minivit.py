@@ -179,7 +179,7 @@ def _kd_teacher(P, d, convnet_epochs: int):
     return classification.train_cached(
         f"minivit-teacher-kd-{P.teacher}", d, cfg, lambda: mv.build_teacher(P, d.num_classes),
         batch_size=P.batch_size, device=P.torch_device, seed=0, criterion=crit,
-        model={"teacher": P.teacher, "stem": P.teacher_stem, "patch_size": P.get("patch_size", 0)},
+        model=mvx.teacher_spec(P),
         loss={"kind": "hard_distillation", "alpha": 0.5, "label_smoothing": 0.1,
               "teacher": train.weights_digest(conv)},
         code=mvx.CODE_VERSION, force=P.retrain)

@@ -274,16 +274,20 @@ def _train_cfg(P: config.Params, epochs: int, lr: float, num_classes: int, seed:
 
 
 
+def teacher_spec(P: config.Params) -> dict[str, Any]:
+    """What the teacher is, for its cache key: the preset, its stem and (when it is not the
+    preset's) the patch."""
+    return {"teacher": P.teacher, "stem": P.teacher_stem,
+            **({"patch_size": P.patch_size} if P.get("patch_size", 0) else {})}
+
+
 def train_teacher(P: config.Params, d: ClassificationData):
     """The larger ViT teacher, trained once with labels and cached (``retrain=True`` forces it)."""
     cfg = _train_cfg(P, P.teacher_epochs, P.teacher_lr, d.num_classes, seed=0)
 
     return classification.train_cached(
         f"minivit-teacher-{P.teacher}", d, cfg, lambda: build_teacher(P, d.num_classes),
-        batch_size=P.batch_size, device=P.torch_device, seed=0,
-        # the preset, its stem and (when it is not the preset's) the patch: what the teacher is
-        model={"teacher": P.teacher, "stem": P.teacher_stem,
-               **({"patch_size": P.patch_size} if P.get("patch_size", 0) else {})},
+        batch_size=P.batch_size, device=P.torch_device, seed=0, model=teacher_spec(P),
         loss={"kind": "cross_entropy"},
         code=CODE_VERSION, force=P.retrain)
 
