@@ -283,7 +283,9 @@ def test_train_two_steps_and_frozen_params(tiny):
     rec = hist.epochs[0]
     for k in ("loss", *det.LOSS_NAMES, "time_s", "images_per_s", "peak_mem_mb"):
         assert np.isfinite(rec[k]), k
-    assert rec["images"] == 8 and 0 < rec["loss"] < 20 and rec["peak_mem_mb"] > 0
+    # on CPU: the epoch's peak RSS above its start, 0 when the allocator reuses memory that
+    # earlier tests freed (seen in CI), so only its sign is certain
+    assert rec["images"] == 8 and 0 < rec["loss"] < 20 and rec["peak_mem_mb"] >= 0
     assert all(torch.equal(a, b) for a, b in zip(frozen, model.backbone.body.parameters()))
     assert not torch.equal(head, model.roi_heads.box_predictor.cls_score.weight)
     assert hist.steps["lr"][0] < hist.steps["lr"][1] == pytest.approx(1e-3)   # warm-up
@@ -357,8 +359,33 @@ def test_bf16_autocast_on_cpu(tiny):
     model = _small_model(ds.num_classes)
     hist = det.train_detector(model, det.make_loader(ds, 2), det.DetTrainConfig(max_steps=1, amp="bf16"),
                               device="cpu", progress=False)
-    assert np.isfinite(hist.steps["loss"][0])
-    assert hist.epochs[0]["peak_mem_mb"] > 0        # the peak is reset per epoch, not a process max
+    assert np.isfinite(hist.steps["loss"][0]) and hist.epochs[0]["peak_mem_mb"] >= 0
+
+
+def test_peak_memory_is_per_epoch(tiny):
+    """The CPU peak is the epoch's own: a 256 MiB buffer touched in epoch 1 only shows in epoch 1
+    (a process-wide maximum would repeat it in epoch 2). 256 MiB is far above glibc's mmap
+    threshold, so it comes from the OS and goes back to it whatever earlier tests freed."""
+    ds, _ = tiny
+
+    class Hog(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.calls = m, 0
+
+        def forward(self, images, targets=None):
+            self.calls += 1
+            if self.calls == 1:
+                torch.ones(64 * 2**20).sum()  # 256 MiB of float32, written and freed
+            return self.m(images, targets)
+
+    loader = det.make_loader(torch.utils.data.Subset(ds, range(2)), 2)
+    hist = det.train_detector(Hog(_small_model(ds.num_classes)), loader, det.DetTrainConfig(epochs=2),
+                              device="cpu", progress=False)
+    first, second = (e["peak_mem_mb"] for e in hist.epochs)
+    if np.isnan(first):
+        pytest.skip("no /proc/self/clear_refs here: the CPU peak is not measurable")
+    assert first > 200 and second < 100, (first, second)
 
 
 def test_cached_detector_hit(tiny, tmp_path):
