@@ -272,8 +272,6 @@ def _train_cfg(P: config.Params, epochs: int, lr: float, num_classes: int, seed:
         progress=True, max_steps=P.max_steps or None)
 
 
-
-
 def teacher_spec(P: config.Params) -> dict[str, Any]:
     """What the teacher is, for its cache key: the preset, its stem and (when it is not the
     preset's) the patch."""
