@@ -255,7 +255,7 @@ def test_claims_follow_the_numbers(tmp_path, monkeypatch):
     assert set(h) == {"cp_helps_low_data", "cp_gain_largest_low_data", "cp_lsj_beats_ssj"}
     assert h["cp_helps_low_data"].seeds == [P.seed, P.seed + 1, P.seed + 2]
     ref = {c.id: c for c in rec.claims}  # each headline claim pairs its arm with a reference row
-    assert ref["box_lsj_10"].kind == "check" and ref["box_lsj_10"].seeds == h["cp_helps_low_data"].seeds
+    assert ref["box_lsj_10"].kind == "reference" and ref["box_lsj_10"].seeds == h["cp_helps_low_data"].seeds
     np.testing.assert_allclose(np.subtract(h["cp_helps_low_data"].runs, ref["box_lsj_10"].runs), [3.5 * m] * 3)
     np.testing.assert_allclose(np.subtract(h["cp_gain_largest_low_data"].runs, ref["cp_gain_over_lsj_100"].runs),
                                [3 * m] * 3)

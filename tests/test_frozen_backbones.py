@@ -233,6 +233,9 @@ def test_mask_claims_judge_mask_ap_with_the_box_rules():
         assert c["finetune_high_mask"].ours == pytest.approx(12.005) and c["finetune_high_mask"].verdict == "reproduced"  # > 7
         assert c["frozen_high_mask"].ours == pytest.approx(14.005) and c["frozen_high_mask"].verdict == "reproduced"  # > 12 + 1
         assert c["adapters_high_mask"].verdict == "reproduced"  # +0.2 on each of 3 paired seeds: no margin needed
+        for k in ("frozen_low_mask", "finetune_high_mask", "frozen_high_mask", "adapters_high_mask"):
+            assert "paired" in c[k].evidence and c[k].seeds == [0, 1, 2], k
+        assert c["scratch_high_mask"].kind == "reference"
         h = c["frozen_high_beats_finetune"]
         assert h.verdict == "reproduced" and h.ours == pytest.approx(28.01) and h.headline
 
@@ -257,9 +260,14 @@ def test_headline_claims_pair_cells_seed_by_seed():
     assert c["frozen_capacity_helps"].verdict == "reproduced"          # 23.5 vs 13.0
     assert c["frozen_helps_rare_most"].verdict == "reproduced"         # rare +6/+7/+8 vs frequent -4/-5/-6
     assert c["frozen_adapters_help"].verdict == "not reproduced"       # -0.5 on every seed
-    assert c["box_frozen_low"].kind == "check" and len(c["box_frozen_low"].runs) == 3
+    assert c["box_frozen_low"].kind == "reference" and len(c["box_frozen_low"].runs) == 3
+    assert c["box_frozen_low"].verdict == "reported"
     # no scratch cells: no "fine-tuning beats scratch" claim, only the reference row
-    assert "finetune_high" not in c and c["box_finetune_high"].kind == "check"
+    assert "finetune_high" not in c and c["box_finetune_high"].kind == "reference"
+    # the cost rows pair the two strategies seed by seed too
+    assert c["memory_frozen"].verdict == "reproduced" and "paired" in c["memory_frozen"].evidence  # 10 vs 20 MiB
+    assert c["memory_finetune"].kind == "reference" and c["memory_frozen"].n == 3
+    assert c["speed_frozen"].verdict == "not reproduced" and "paired" in c["speed_frozen"].evidence  # 50 vs 50
     from course_lib.results import takeaways
     text = str(takeaways(rec, fb.TAKEAWAYS))
     assert "frozen_capacity_helps" in text and "AP box AP" not in text and "pp box AP" not in text

@@ -155,6 +155,38 @@ def test_kinds_headline_duplicates_and_same_pair():
     assert r.summary() == "paper claims reproduced: 1 of 1 (headline 1 of 1); checks passed: 1 of 1"
 
 
+def test_reference_rows_are_reported_not_judged():
+    """A baseline arm is shown with its per-seed values, paired with by id, and counted neither as
+    a claim nor as a check (it cannot fail, so it must not pass)."""
+    r = rec()
+    base = r.add("base", "reference: baseline, per seed", paper=None, ours=[1.0, 2.0, 3.0], seeds=[0, 1, 2],
+                 rule=R.Reference())
+    assert (base.kind, base.verdict, base.evidence) == ("reference", "reported", "")
+    c = r.add("x", "x beats base", paper=None, ours=[2.0, 3.0, 4.1], seeds=[0, 1, 2], rule=Better("base"))
+    assert c.verdict == REPRODUCED and "paired" in c.evidence
+    r.add("learns", "learns", paper=None, ours=5.0, rule=AtLeast(1.0))
+    k = R.counts(r.claims)
+    assert k["claims"]["total"] == 1 and k["checks"]["total"] == 1
+    assert r.summary() == "paper claims reproduced: 1 of 1; checks passed: 1 of 1"
+    with pytest.raises(ValueError, match="rule=Reference"):
+        r.add("y", "y", paper=None, ours=1.0, rule=R.Reference(), kind="check")
+    with pytest.raises(ValueError, match="rule=Reference"):
+        r.add("z", "z", paper=None, ours=1.0, rule=AtLeast(0), kind="reference")
+    with pytest.raises(ValueError, match="headline row must be a claim"):
+        r.add("h", "h", paper=None, ours=1.0, rule=R.Reference(), headline=True)
+    r._finish_meta()
+    record = json.loads(json.dumps(r.to_dict()))
+    R.check_record(record)
+    record["claims"][0]["verdict"] = REPRODUCED
+    with pytest.raises(ValueError, match="of a reference row"):
+        R.check_record(record)
+    record["claims"][0].update(kind="check")
+    R.check_record(record)  # an older record: its baseline rows were checks
+    record["claims"][1]["verdict"] = "reported"
+    with pytest.raises(ValueError, match="of a claim row"):
+        R.check_record(record)
+
+
 def test_better_unknown_baseline_id():
     with pytest.raises(KeyError, match="no_distill"):
         rec().add("x", "x", paper=None, ours=1.0, rule=Better("no_distill"))

@@ -259,7 +259,7 @@ def test_headline_claims_pair_the_rows_seed_by_seed():
     assert "fpn_lastmap" in match.claim and match.verdict == "reproduced"
     assert c["vitdet_propagation_helps"].verdict == "inconclusive"
     assert c["vitdet_mae_beats_supervised"].verdict == "not reproduced"
-    assert c["box_no_pyramid"].kind == "check" and c["box_no_pyramid"].runs == box["no_pyramid"]
+    assert c["box_no_pyramid"].kind == "reference" and c["box_no_pyramid"].runs == box["no_pyramid"]
     assert not any(k.endswith("_mask") for k in c)
     from course_lib.results import takeaways
 

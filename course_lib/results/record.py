@@ -25,12 +25,13 @@ from course_lib.results.rules import (
     KINDS,
     INCONCLUSIVE,
     NOT_REPRODUCED,
+    REFERENCE,
     REPRODUCED,
-    VERDICTS,
     Rule,
     _fmt,
     _fmt_spread,
     _with_unit,
+    verdicts_of,
 )
 from course_lib.results.schema import CLAIM_KEYS, check_record
 
@@ -219,13 +220,14 @@ class Results:
         must have been measured, ``n >= 2``).
 
         ``kind`` defaults to the rule's (``"claim"`` for Better/Equivalent, ``"check"`` for
-        AtLeast/AtMost/Within); ``headline=True`` marks one of the paper's headline claims.
+        AtLeast/AtMost/Within, ``"reference"`` for Reference); ``headline=True`` marks one
+        of the paper's headline claims.
         An id can be added once: adding it again raises ``ValueError``, and so does a second
         claim on the same pair of runs (one pair of runs is one claim).
         """
         if not isinstance(rule, Rule):
             raise TypeError(f"rule must be a Rule object (Better, Equivalent, Within, AtLeast, "
-                            f"AtMost), got {rule!r}")
+                            f"AtMost, Reference), got {rule!r}")
         id = str(id)
         if any(x.id == id for x in self.claims):
             raise ValueError(f"claim id {id!r} was already added to {self.notebook}; ids are "
@@ -233,6 +235,9 @@ class Results:
         kind = rule.kind if kind is None else kind
         if kind not in KINDS:
             raise ValueError(f"claim {id!r}: kind must be one of {KINDS}, got {kind!r}")
+        if (kind == REFERENCE) != (rule.kind == REFERENCE):
+            raise ValueError(f"claim {id!r}: a reference row is recorded with rule=Reference() and "
+                             f"nothing else (kind={kind!r}, rule {type(rule).__name__})")
         if headline and kind != CLAIM:
             raise ValueError(f"claim {id!r}: a headline row must be a claim (kind='claim')")
         runs: list[float] | None = None
@@ -284,7 +289,7 @@ class Results:
             raise ValueError(f"claim {id!r} compares the same pair of runs as claim {same!r}: "
                              "one pair of runs is one claim")
         c.verdict, c.evidence = rule.judge(c, others)
-        assert c.verdict in VERDICTS, c.verdict
+        assert c.verdict in verdicts_of(kind), (kind, c.verdict)
         self.claims.append(c)
         self._rules[id] = rule
         return c
@@ -443,11 +448,14 @@ def claims_table(claims: Iterable[Claim | Mapping[str, Any]]) -> ClaimsTable:
 
 def counts(claims: Iterable[Claim | Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     """``{"headline" | "claims" | "checks": {"reproduced": r, "total": n, "not reproduced": k,
-    "inconclusive": m}}`` (for checks "reproduced" reads "passed")."""
+    "inconclusive": m}}`` (for checks "reproduced" reads "passed"); reference rows, which are
+    not judged, count in neither."""
     out = {g: {"reproduced": 0, "total": 0, NOT_REPRODUCED: 0, INCONCLUSIVE: 0}
            for g in ("headline", "claims", "checks")}
     for c in claims:
         d = c if isinstance(c, Mapping) else c.to_json()
+        if d.get("kind") == REFERENCE:
+            continue
         groups = ["checks"] if d.get("kind", CHECK) == CHECK else ["claims"]
         if d.get("headline"):
             groups.append("headline")

@@ -5,7 +5,9 @@ Scoreboard v2 tells two kinds of rows apart. A *claim* is a statement of the pap
 (method A beats B, an ablation hurts, A matches B): :class:`Better` and :class:`Equivalent`,
 decided on the paired per-seed differences of two arms run with the same seeds, 95% interval,
 never "reproduced" with fewer than 3 seeds. A *check* is a sanity figure (learns, above chance,
-parameter and FLOP counts, reference rows): :class:`AtLeast`, :class:`AtMost`, :class:`Within`.
+parameter and FLOP counts): :class:`AtLeast`, :class:`AtMost`, :class:`Within`. A *reference*
+row (:class:`Reference`) is the baseline arm of a paired claim, shown with its per-seed values and
+not judged: its verdict reads "reported" and it counts neither as a claim nor as a check.
 Only claims count as reproduced in the README and the report."""
 from __future__ import annotations
 
@@ -20,10 +22,17 @@ REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+REPORTED = "reported"  # the "verdict" of a reference row: shown, not judged
 
 CLAIM = "claim"  # a statement of the paper that can fail (only these count as reproduced)
-CHECK = "check"  # a sanity figure: learns, above chance, counts, references
-KINDS = (CLAIM, CHECK)
+CHECK = "check"  # a sanity figure: learns, above chance, counts
+REFERENCE = "reference"  # the baseline arm of a paired claim: reported, never judged
+KINDS = (CLAIM, CHECK, REFERENCE)
+
+
+def verdicts_of(kind: str) -> tuple[str, ...]:
+    """The verdicts a row of ``kind`` may carry: ``("reported",)`` for a reference row."""
+    return (REPORTED,) if kind == REFERENCE else VERDICTS
 
 # z-value of the noise band: a difference larger than 2 standard errors is "beyond noise"
 NOISE_Z = 2.0
@@ -403,3 +412,18 @@ class AtMost(AtLeast):
         if claim.ours - band > thr:
             return NOT_REPRODUCED, evidence
         return INCONCLUSIVE, evidence
+
+
+class Reference(Rule):
+    """The baseline arm of a paired claim (say the per-seed box AP of the detector a method is
+    compared with): recorded so that :class:`Better` and :class:`Equivalent` can pair with it by
+    id, and so that the reader sees both arms, but not judged. Its verdict is ``"reported"`` and
+    :func:`~course_lib.results.record.counts` leaves it out of the claims and the checks."""
+
+    kind = REFERENCE
+
+    def describe(self) -> str:
+        return "reported, not judged (the baseline arm of a paired claim)"
+
+    def judge(self, claim: "Claim", others: Mapping[str, "Claim"]) -> tuple[str, str]:
+        return REPORTED, ""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from course_lib.results.rules import KINDS, VERDICTS
+from course_lib.results.rules import KINDS, verdicts_of
 
 TOP_KEYS = ("notebook", "title", "paper_url", "profile", "params", "meta", "claims")
 META_KEYS = ("date", "commit", "dirty", "machine", "python", "torch", "device", "elapsed_s")
@@ -32,8 +32,10 @@ def check_record(record: Mapping[str, Any], source: str = "record") -> None:
                 problems.append(f"claims[{i}]: kind {c.get('kind')!r} not in {KINDS}")
             if c.get("headline") and c.get("kind") != "claim":
                 problems.append(f"claims[{i}]: a headline row must be a claim")
-            if c.get("verdict") not in VERDICTS:
-                problems.append(f"claims[{i}]: verdict {c.get('verdict')!r} not in {VERDICTS}")
+            allowed = verdicts_of(c.get("kind"))
+            if c.get("verdict") not in allowed:
+                problems.append(f"claims[{i}]: verdict {c.get('verdict')!r} of a {c.get('kind')} row "
+                                f"not in {allowed}")
         ids = [c.get("id") for c in claims if isinstance(c, Mapping)]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from course_lib.results.record import Claim, Results, _ours_text, verdict_summary
+from course_lib.results.rules import REFERENCE
 from course_lib.results.rules import (
     INCONCLUSIVE,
     NOT_REPRODUCED,
@@ -106,6 +107,9 @@ def takeaways(record: Results | Mapping[str, Any], points: Iterable[Point | str]
             continue
         f = fields(c)
         d = c.to_json() if isinstance(c, Claim) else c
+        if d.get("kind") == REFERENCE:
+            raise ValueError(f"take-away {p.id!r}: a reference row is reported, not judged; write the "
+                             "point on the claim that pairs with it")
         head = "headline claim" if d.get("headline") else d.get("kind", "claim")
         lines.append(f"- *{f['verdict']}* ({head} `{p.id}`): " + p.sentence(f["verdict"]).format(**f))
     return Markdown("\n".join(lines) + "\n")

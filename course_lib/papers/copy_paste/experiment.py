@@ -399,7 +399,7 @@ def record_results(P: config.Params, res: Mapping[str, Any], rec=None, save: boo
     ``P.seeds > 1``, so the rules see their spread). With one seed a gain must exceed
     :data:`SINGLE_RUN_MARGIN` to count as reproduced; a smaller one is inconclusive, a negative
     one not reproduced."""
-    from course_lib.results import AtLeast, Better, Within
+    from course_lib.results import AtLeast, Better, Within, Reference
 
     runs, g = res["runs"], _grid_specs(P)
     m = SINGLE_RUN_MARGIN if P.seeds < 2 else 0.0
@@ -434,7 +434,7 @@ def record_results(P: config.Params, res: Mapping[str, Any], rec=None, save: boo
 
     def ref(id_: str, what: str, values: list[float]) -> str:
         rec.add(id_, f"reference: {what}, per seed", paper=None, ours=values, seeds=seeds, unit="AP",
-                rule=AtLeast(-100.0), note="the baseline row of a headline claim")
+                rule=Reference(), note="the baseline row of a headline claim")
         return id_
 
     box = {k: _values(runs, g[k], "box_AP") for k in (("lsj", lo), ("lsj_cp", lo), ("ssj", hi), ("lsj", hi))}

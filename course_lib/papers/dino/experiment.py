@@ -421,7 +421,7 @@ def record_results(P: config.Params, res: Mapping[str, Any], collapse: Mapping[s
     headline ids of issue 17); ``collapse``: :func:`run_ablations` of the short Fig. 7 runs
     (``dino`` at the same short budget, ``mse``, ``no_centering``, ``no_sharpening``; one seed).
     """
-    from course_lib.results import AtLeast, AtMost, Better
+    from course_lib.results import AtMost, Better, Reference
 
     rec = rec if rec is not None else recorder(P)
     J, T2, T7 = PAPER["jaccard_vit_s16"], PAPER["table2_vit_s"], PAPER["table7_knn"]
@@ -436,30 +436,30 @@ def record_results(P: config.Params, res: Mapping[str, Any], collapse: Mapping[s
 
     # classification of the frozen class token (Sec. 4.1, Table 2)
     add("knn_random", "a random ViT's k-NN (reference row)", paper=None, ours=v("random", "knn"),
-        rule=AtLeast(0.0), note=f"chance {chance:.1f}%")
+        rule=Reference(), note=f"chance {chance:.1f}%")
     add("dino_knn_beats_random", "k-NN on DINO's frozen features beats k-NN on a random ViT of the same size "
         "[Sec. 4, Table 2: ViT-S 74.5 k-NN]", paper=T2["dino_knn"], ours=v("dino", "knn"),
         rule=Better("knn_random"), headline=True)
     add("linear_random", "a random ViT's linear probe (reference row)", paper=None, ours=v("random", "linear"),
-        rule=AtLeast(0.0))
+        rule=Reference())
     add("linear_dino", "DINO's linear probe beats a random ViT's [Table 2: ViT-S 77.0 linear]",
         paper=T2["dino_linear"], ours=v("dino", "linear"), rule=Better("linear_random"))
     add("knn_supervised", "the supervised ViT's k-NN beats DINO's (labels help; paper: supervised 79.8 > DINO "
         "77.0 linear)", paper=T2["supervised"], ours=v("supervised", "knn"), rule=Better("dino_knn_beats_random"))
     # segmentation by the last layer's class-token attention (Sec. 4.2, Fig. 4 and its table)
     add("jaccard_random", "Jaccard of a random ViT's best head, 60%-mass mask [Fig. 4 table: random 22.0]",
-        paper=J["random"], ours=v("random", "jaccard_best_head"), rule=AtLeast(0.0))
+        paper=J["random"], ours=v("random", "jaccard_best_head"), rule=Reference())
     add("jaccard_supervised", "Jaccard of the supervised ViT's best head [supervised 27.3]",
-        paper=J["supervised"], ours=v("supervised", "jaccard_best_head"), rule=AtLeast(0.0))
+        paper=J["supervised"], ours=v("supervised", "jaccard_best_head"), rule=Reference())
     add("dino_jaccard_beats_random", "DINO's thresholded class-token attention (60% mass, best head chosen on "
         "val) overlaps the objects more than a random ViT's [Fig. 4 table: 45.9 vs 22.0]", paper=J["dino"],
         ours=v("dino", "jaccard_best_head"), rule=Better("jaccard_random"), headline=True)
     add("dino_jaccard_beats_supervised", "... and more than a supervised ViT's [45.9 vs 27.3]", paper=J["dino"],
         ours=v("dino", "jaccard_best_head"), rule=Better("jaccard_supervised"), headline=True)
     add("jaccard_mean_random", "Jaccard of a random ViT's mean-of-heads map (reference row)", paper=None,
-        ours=v("random", "jaccard_mean"), rule=AtLeast(0.0))
+        ours=v("random", "jaccard_mean"), rule=Reference())
     add("jaccard_mean_supervised", "Jaccard of the supervised ViT's mean-of-heads map (reference row)", paper=None,
-        ours=v("supervised", "jaccard_mean"), rule=AtLeast(0.0))
+        ours=v("supervised", "jaccard_mean"), rule=Reference())
     add("jaccard_mean_dino_vs_random", "stricter than the paper: the mean of DINO's heads beats the mean of a "
         "random ViT's heads", paper=None, ours=v("dino", "jaccard_mean"), rule=Better("jaccard_mean_random"))
     add("jaccard_mean_dino_vs_supervised", "stricter than the paper: the mean of DINO's heads beats the mean of "
@@ -467,19 +467,19 @@ def record_results(P: config.Params, res: Mapping[str, Any], collapse: Mapping[s
         rule=Better("jaccard_mean_supervised"))
     # Table 7 at DINO's full budget, every seed
     add("knn_no_momentum", "DINO without the momentum teacher (teacher = student), same budget: k-NN "
-        "[Table 7 row 2: 0.1]", paper=T7["no_momentum"], ours=v("no_momentum", "knn"), rule=AtLeast(0.0))
+        "[Table 7 row 2: 0.1]", paper=T7["no_momentum"], ours=v("no_momentum", "knn"), rule=Reference())
     add("dino_momentum_needed", "without the momentum teacher the run collapses: DINO's k-NN beats the same "
         "run without it [Table 7: 72.8 vs 0.1]", paper=T7["dino"], ours=v("dino", "knn"),
         rule=Better("knn_no_momentum"), headline=True)
     add("knn_no_multicrop", "DINO with the two global views only, same budget: k-NN [Table 7 row 4: 67.9]",
-        paper=T7["no_multicrop"], ours=v("no_multicrop", "knn"), rule=AtLeast(0.0))
+        paper=T7["no_multicrop"], ours=v("no_multicrop", "knn"), rule=Reference())
     add("dino_multicrop_helps", "multi-crop beats two global crops only: k-NN [Table 7: 72.8 vs 67.9]",
         paper=T7["dino"], ours=v("dino", "knn"), rule=Better("knn_no_multicrop"), headline=True)
     # Fig. 7: short runs that show what collapse looks like (one seed)
     a = dict(collapse or {})
     if "dino" in a:
         rec.add("abl_dino", "DINO at the collapse runs' short budget (reference) [Table 7 row 1: 72.8 k-NN]",
-                paper=T7["dino"], ours=a["dino"]["eval"]["knn"], rule=AtLeast(0.0))
+                paper=T7["dino"], ours=a["dino"]["eval"]["knn"], rule=Reference())
     if "mse" in a and "dino" in a:
         rec.add("abl_mse", "MSE instead of cross-entropy is worse [Table 7 row 5: 52.6 vs 72.8]",
                 paper=T7["mse"], ours=a["mse"]["eval"]["knn"], rule=Better("abl_dino", higher_is_better=False))

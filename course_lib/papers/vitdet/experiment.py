@@ -474,7 +474,7 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
     seed by seed. The four headline claims (:data:`HEADLINE`) are made on box AP; with ``masks``
     the comparisons are repeated on mask AP (ids ending in ``_mask``, not headline). One seed:
     a comparison must win by :data:`SINGLE_RUN_MARGIN` and stays inconclusive (fewer than 3)."""
-    from course_lib.results import AtLeast, AtMost, Better, Equivalent
+    from course_lib.results import AtLeast, AtMost, Better, Equivalent, Reference
 
     runs = res["runs"]
     rec = rec if rec is not None else recorder(P)
@@ -493,7 +493,7 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
         for name in runs:
             if name != "default":
                 rec.add(f"{kind}_{name}", f"reference: {kind} AP of the {name} detector, per seed", paper=None,
-                        ours=val[name], seeds=seeds, unit="AP", rule=AtLeast(-100.0),
+                        ours=val[name], seeds=seeds, unit="AP", rule=Reference(),
                         note="the baseline row of a claim")
 
         def claim(id_, text, paper, base, rule=None):
