@@ -85,7 +85,8 @@ def render_report(
         return "\n".join(out) + "\n"
     out += ["Only *claims* (statements of the paper that can fail, judged on paired seeds: "
             "n ≥ 3 and a 95% interval of the per-seed differences that excludes 0 in the paper's "
-            "direction) count as reproduced; *checks* are sanity figures.", ""]
+            "direction) count as reproduced; *checks* are sanity figures; *reference* rows are the "
+            "baseline arms that claims pair with, reported and not judged.", ""]
     summary = []
     for nb, k in list(data["notebooks"].items()) + [("**all**", data["overall"])]:
         summary.append([nb, _count_text(k["headline"]), _count_text(k["claims"]),

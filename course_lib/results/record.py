@@ -65,8 +65,8 @@ def parse_number(value: Any) -> float | None:
 class Claim:
     """One row of the "paper vs. ours" table (the JSON ``claims`` entries).
 
-    ``kind`` is ``"claim"`` (a statement of the paper that can fail) or ``"check"`` (a sanity
-    figure); ``headline`` marks the paper's headline claims (fixed ids). ``runs`` are the
+    ``kind`` is ``"claim"`` (a statement of the paper that can fail), ``"check"`` (a sanity
+    figure) or ``"reference"`` (the baseline arm of a paired claim, verdict ``"reported"``); ``headline`` marks the paper's headline claims (fixed ids). ``runs`` are the
     per-seed values behind ``ours`` (for ``seeds``, in that order), ``None`` for one number.
     ``evidence`` holds the numbers the rule decided on (mean difference, SE, interval).
     """
