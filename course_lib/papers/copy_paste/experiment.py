@@ -514,7 +514,8 @@ TAKEAWAYS = [
           not_reproduced="The Copy-Paste gain is not larger with less data here (smallest fraction minus all the "
                          "data: {diff} of box AP, 95% CI {ci}, n = {n}).",
           inconclusive="Copy-Paste gain with the smallest fraction minus its gain with all the data: {diff} of "
-                       "box AP (95% CI {ci}, n = {n}), within the seed noise."),
+                       "box AP (95% CI {ci}, n = {n}), within the seed noise; the scaling probe above shows "
+                       "whether 2x and 4x the steps separate the two gains."),
     Point("cp_gain_high",
           reproduced="With all the data LSJ + Copy-Paste beats SSJ too (box AP {diff}; paper +5).",
           not_reproduced="With all the data LSJ + Copy-Paste does not beat SSJ (box AP {diff}; paper +5).",
