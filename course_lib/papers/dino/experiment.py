@@ -554,12 +554,14 @@ TAKEAWAYS = [
           not_reproduced="Without the momentum teacher k-NN did not drop here ({diff} in the paper's direction, "
                          "n = {n}): with DINO's own k-NN at a random ViT's level there is little to lose.",
           inconclusive="The momentum-teacher ablation: {diff} k-NN in the paper's direction (a drop is positive), "
-                       + _NOT_A_VERDICT + ". With DINO's own k-NN near a random ViT's there is little to lose.",
+                       + _NOT_A_VERDICT + ". With DINO's own k-NN near a random ViT's there is little to lose; "
+                       "the scaling probe above shows the two arms at 2x and 4x the epochs.",
           missing="This run skipped the ablations."),
     Point("dino_multicrop_helps",
           reproduced="Multi-crop helps: without the local views k-NN drops by {diff} (n = {n}).",
           not_reproduced="Without multi-crop k-NN did not drop here ({diff} in the paper's direction, n = {n}).",
-          inconclusive="The multi-crop ablation: {diff} k-NN in the paper's direction, " + _NOT_A_VERDICT + "."),
+          inconclusive="The multi-crop ablation: {diff} k-NN in the paper's direction, " + _NOT_A_VERDICT
+                       + "; the scaling probe above shows the two arms at 2x and 4x the epochs."),
     Point("abl_mse",
           reproduced="The cross-entropy matters: MSE between the distributions gives {diff} less k-NN.",
           not_reproduced="MSE instead of cross-entropy did not hurt here ({diff} in the paper's direction).",
