@@ -627,10 +627,11 @@ def record_results(P: config.Params, res: dict[str, Any], rec=None):
         fz, ft = runs[("frozen", cc)], runs[("finetune", cc)]
         # both cost rows pair the two strategies seed by seed (the memory is counted, the same at
         # every seed; the speed is wall clock)
+        ft_mem = [r.memory["total"] for r in ft]
+        ft_memory = float(np.mean(ft_mem))
         rec.add("memory_finetune", f"reference: training memory of the fine-tuned detector ({cc} capacity), "
-                "per seed", paper=None, ours=[r.memory["total"] for r in ft], seeds=seeds, unit="MiB",
+                "per seed", paper=None, ours=ft_mem, seeds=seeds, unit="MiB",
                 rule=Reference(), note="the baseline row of memory_frozen")
-        ft_memory = float(np.mean([r.memory["total"] for r in ft]))
         rec.add("memory_frozen", f"freezing needs less training memory ({cc} capacity; counted: activations, "
                 "gradients, AdamW; paired per seed) [Sec. 1: 'significantly reducing ... memory']", paper=None,
                 ours=[r.memory["total"] for r in fz], seeds=seeds, unit="MiB",
